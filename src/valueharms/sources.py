@@ -1,0 +1,391 @@
+"""Where every data set lives, and strict readers that turn its files into typed records.
+
+Search order for a file: ``--data-dir``, ``$VALUEHARMS_DATA``, ``./data``, ``../shared/data``,
+then the download cache. On a connected machine a missing file is downloaded from its public
+source (or ``$VALUEHARMS_MIRROR/<file>``) into the cache and its SHA-256 is verified.
+Every reader raises :class:`InputError` with one line naming file, row and column.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+from .values import PVQ21_ITEMS, VALUES, Profile
+
+ESS_MISSING_CODES = (66, 77, 88, 99)
+STANCES = ("in favor of", "against")
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """One file the toolkit reads: name, where it comes from, and how to check it."""
+
+    key: str
+    filename: str  # relative to a data directory
+    origin: str  # human-readable public source
+    url: str | None  # direct download, when a stable public one exists
+    sha256: str | None
+    description: str
+
+
+_PAPER_REPO = "the paper's published code (Choi et al., ACL 2025)"
+_HB = "https://raw.githubusercontent.com/facebookresearch/ResponsibleNLP/main/holistic_bias/dataset/v1.1/"
+
+DATASETS: dict[str, DataSet] = {d.key: d for d in [
+    DataSet("valueeval", "valueEval_10.csv", f"Touche23-ValueEval, as processed in {_PAPER_REPO}",
+            None, "6f843d64b1874267c8fb42d67cf85533cd5847d935533ff993b5ab1345fe5385",
+            "arguments labelled with the 10 basic values (TAB-separated)"),
+    DataSet("arguments-train", "argument_generation/value_split/train.csv", _PAPER_REPO, None,
+            "cd675fe589b6458a4c8d58897d963e4cd6c39327f0c49ae2cb4e949b2c1b9b70",
+            "survey-stage training arguments"),
+    DataSet("arguments-valid", "argument_generation/value_split/valid.csv", _PAPER_REPO, None,
+            "1bcb924585c0932c6ee39e1a0f81d65a6e0edb944c062d85bf981255baf70609",
+            "survey-stage validation arguments"),
+    DataSet("arguments-test", "argument_generation/test.csv", _PAPER_REPO, None,
+            "182e81c32d131973f7807df9377bac15a99e7ee43b355101c6d16e6fadb66181",
+            "survey-stage test arguments"),
+    DataSet("ess", "ess.csv", "European Social Survey, PVQ-21 items", None,
+            "0272824f2d562fc03fb926bc27d4b9ac999cc80c2a3d0818e84e25ca86b09e41",
+            "raw ESS answers to the 21 PVQ items"),
+    DataSet("ess-distribution", "ess_distribution.csv", _PAPER_REPO, None,
+            "4590b666d1e81c2c2c2d416da003302d837f93011cccce64828acfe2a51f40a6",
+            "per-respondent value profiles (raw ESS coding)"),
+    DataSet("countries", "country_and_group.csv", _PAPER_REPO, None,
+            "247d8d90c860b83cec22c958f409296a42c73b0d19c050b6ffe08937e6ee1d86",
+            "mean value scores of countries and demographic groups"),
+    DataSet("rtp", "real_toxic_prompts.csv", "RealToxicityPrompts (Gehman et al., 2020)", None,
+            "8c5116e61b916b22557f47e5d05cedea02b9b0fa4791e15241d4eef5bd5af7fd",
+            "toxic prompt texts, no header"),
+    DataSet("hexphi", "hex-phi.csv", "HEx-PHI (Qi et al., 2023), gated on Hugging Face", None,
+            "50908beeb410d5bc90620af1cd56e57311dc8b0bb22412a6bb8a19b106473330",
+            "harmful instructions, 11 categories x 30"),
+    DataSet("beavertails", "BeaverTails-Evaluation.csv", "PKU-Alignment/BeaverTails-Evaluation",
+            None, "7d88f60b9cd104ca2df28613685d7dbbc0c7b372acf0c936e00666a23b8977bb",
+            "evaluation prompts, 14 categories x 50"),
+    DataSet("advbench", "harmful_behaviors.csv", "AdvBench (Zou et al., 2023)",
+            "https://raw.githubusercontent.com/llm-attacks/llm-attacks/main/data/advbench/harmful_behaviors.csv",
+            "6cd1a5c63c07610d7eb67307772ee5606017ee950b5770ab288a2c487489d3e1",
+            "harmful behaviours"),
+    DataSet("grammar", "gtrain_10k.csv", "grammar-correction pairs (C4-200M derived)", None,
+            "db8c78516b73f90e096c6f5822f2e2a17d4832b217031605dd844bb17fc0db13",
+            "benign fine-tuning baseline (BOM-prefixed CSV)"),
+    DataSet("grammar-valid", "grammar_validation.csv", "grammar-correction pairs", None,
+            "54c81412aa32971b9505d309b0fd4e44f9a6e25eb68e1d7d81b259ff44c58411",
+            "benign fine-tuning validation"),
+    *[DataSet(f"holisticbias-{part}", f"holistic_bias_v1.1/{part}.json",
+              "HolisticBias v1.1 (Smith et al., 2022; MIT)", _HB + f"{part}.json", sha, "")
+      for part, sha in [
+          ("descriptors", "c1328f0edfdeefb76302d360a01878df3db55f18026f4ea1956b4a0f52daf943"),
+          ("nouns", "9bbe15bf01ea8827fd5d68a81ee2b05e04bd5f79478d9027efec0b4dbd232ee6"),
+          ("standalone_noun_phrases",
+           "bac592574f81df55e8c8d8e3919a866d43cbd8df5ae9376a68d95e7b83dbebac"),
+          ("sentence_templates",
+           "8b1cf8fc3c9a10b12cf77902e8c2ff3d80e3fcfff2f177a00256925acb4f53a5")]],
+    DataSet("alpaca", "alpaca_data.json", "Stanford Alpaca",
+            "https://raw.githubusercontent.com/tatsu-lab/stanford_alpaca/main/alpaca_data.json",
+            None, "instruction/input/output JSON list"),
+    DataSet("dolly", "databricks-dolly-15k.jsonl", "databricks/databricks-dolly-15k", None, None,
+            "instruction/context/response JSONL"),
+    DataSet("samsum", "samsum.jsonl", "SAMSum (Gliwa et al., 2019)", None, None,
+            "dialogue/summary JSON or JSONL"),
+]}
+
+
+def search_path(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The directories searched for data files, first match wins."""
+    dirs = [Path(data_dir)] if data_dir else []
+    if os.environ.get("VALUEHARMS_DATA"):
+        dirs.append(Path(os.environ["VALUEHARMS_DATA"]))
+    dirs += [Path("data"), Path("../shared/data"), cache_dir()]
+    return dirs
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VALUEHARMS_CACHE", Path.home() / ".cache" / "valueharms")) / "data"
+
+
+def locate(key: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """Path of data set ``key``: found on the search path, else downloaded, else InputError."""
+    ds = DATASETS[key]
+    dirs = search_path(data_dir)
+    for d in dirs:
+        if (d / ds.filename).is_file():
+            return d / ds.filename
+    url = _download_url(ds)
+    if url:
+        return _download(ds, url)
+    raise InputError(
+        f"missing data file {ds.filename} ({ds.origin}); looked in "
+        f"{', '.join(str(d) for d in dirs)}; put it in one of these or pass --data-dir DIR")
+
+
+def _download_url(ds: DataSet) -> str | None:
+    mirror = os.environ.get("VALUEHARMS_MIRROR")
+    return f"{mirror.rstrip('/')}/{ds.filename}" if mirror else ds.url
+
+
+def _download(ds: DataSet, url: str) -> Path:
+    target = cache_dir() / ds.filename
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            payload = response.read()
+    except OSError as exc:
+        raise InputError(f"missing data file {ds.filename}: download from {url} failed ({exc}); "
+                         f"place the file in a data directory or pass --data-dir DIR") from None
+    digest = hashlib.sha256(payload).hexdigest()
+    if ds.sha256 and digest != ds.sha256:
+        raise InputError(f"downloaded {ds.filename} from {url} has sha256 {digest}, "
+                         f"expected {ds.sha256}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".part")
+    tmp.write_bytes(payload)
+    tmp.replace(target)
+    return target
+
+
+# --------------------------------------------------------------------------- raw text
+
+def read_text(path: str | os.PathLike) -> str:
+    """UTF-8 text (BOM stripped); undecodable bytes and empty files are InputErrors."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, expected a file") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError(f"{path}: line {line}: bytes that are not UTF-8 "
+                         f"(byte {exc.start}); save the file as UTF-8") from None
+    if not text.strip():
+        raise InputError(f"{path}: file is empty")
+    return text
+
+
+def read_table(path: str | os.PathLike, sep: str, columns: Sequence[str], *,
+               header: bool = True) -> pd.DataFrame:
+    """A CSV/TSV as strings, checked to have exactly ``columns`` (in order, by name).
+
+    A first column named "" or "Unnamed: 0" is the id column and is returned as "id".
+    """
+    path = Path(path)
+    text = read_text(path)
+    first = text.split("\n", 1)[0]
+    other = "," if sep == "\t" else "\t"
+    if header and sep not in first and other in first:
+        raise InputError(f"{path}: line 1: wrong delimiter, expected "
+                         f"{'TAB' if sep == chr(9) else 'comma'}-separated columns")
+    try:
+        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
+                         header=0 if header else None, quoting=csv.QUOTE_MINIMAL)
+    except pd.errors.ParserError as exc:
+        raise InputError(f"{path}: malformed table ({str(exc).strip()})") from None
+    if not header:
+        df.columns = list(columns)[: len(df.columns)]
+        return df
+    names = ["id" if c in ("", "Unnamed: 0") else c for c in df.columns]
+    df.columns = names
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise InputError(f"{path}: line 1: missing column(s) {', '.join(missing)} "
+                         f"(found {', '.join(names)})")
+    return df[list(columns)]
+
+
+def _row(i: int) -> int:
+    """Data row number for messages: 1-based, header not counted."""
+    return int(i) + 1
+
+
+def check_nonempty_rows(path: Path, df: pd.DataFrame, columns: Sequence[str]) -> None:
+    for col in columns:
+        blank = df.index[df[col].str.strip() == ""]
+        if len(blank):
+            raise InputError(f"{path}: row {_row(blank[0])}: column {col!r} is empty")
+
+
+def to_numbers(path: Path, df: pd.DataFrame, columns: Sequence[str],
+               kind: type = float) -> np.ndarray:
+    """Columns as a numeric array; the first non-number is an InputError naming row/column."""
+    out = np.empty((len(df), len(columns)), dtype=np.float64)
+    for j, col in enumerate(columns):
+        parsed = pd.to_numeric(df[col], errors="coerce")
+        bad = parsed.index[parsed.isna()]
+        if len(bad):
+            raise InputError(f"{path}: row {_row(bad[0])}: column {col!r}: "
+                             f"{df[col].iloc[bad[0]]!r} is not a number")
+        out[:, j] = parsed.to_numpy()
+        if kind is int and not np.all(out[:, j] == np.round(out[:, j])):
+            i = int(np.argmax(out[:, j] != np.round(out[:, j])))
+            raise InputError(f"{path}: row {_row(i)}: column {col!r}: "
+                             f"{df[col].iloc[i]!r} is not a whole number")
+    return out
+
+
+# --------------------------------------------------------------------------- arguments
+
+@dataclass(frozen=True)
+class Argument:
+    """One ValueEval argument and the values it is annotated with."""
+
+    id: int
+    conclusion: str
+    stance: str
+    premise: str
+    labels: tuple[int, ...]  # 10 binary labels in canonical value order
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        return tuple(v for v, flag in zip(VALUES, self.labels) if flag)
+
+
+def read_arguments(path: str | os.PathLike) -> list[Argument]:
+    """valueEval_10.csv or an argument_generation split (TAB-separated, id column first)."""
+    path = Path(path)
+    df = read_table(path, "\t", ["id", "Conclusion", "Stance", "Premise", *VALUES])
+    check_nonempty_rows(path, df, ["id", "Conclusion", "Stance", "Premise"])
+    ids = to_numbers(path, df, ["id"], int)[:, 0].astype(int)
+    labels = to_numbers(path, df, VALUES, int).astype(int)
+    bad = np.argwhere((labels != 0) & (labels != 1))
+    if len(bad):
+        i, j = bad[0]
+        raise InputError(f"{path}: row {_row(i)}: column {VALUES[j]!r}: "
+                         f"label {labels[i, j]} is not binary (0 or 1)")
+    stances = df["Stance"].to_numpy()
+    wrong = np.flatnonzero(~np.isin(stances, STANCES))
+    if len(wrong):
+        raise InputError(f"{path}: row {_row(wrong[0])}: column 'Stance': "
+                         f"{stances[wrong[0]]!r} is not 'in favor of' or 'against'")
+    dup = pd.Series(ids).duplicated()
+    if dup.any():
+        i = int(np.argmax(dup.to_numpy()))
+        raise InputError(f"{path}: row {_row(i)}: column 'id': duplicate argument id {ids[i]}")
+    return [Argument(int(i), c, s, p, tuple(int(x) for x in lab))
+            for i, c, s, p, lab in zip(ids, df["Conclusion"], stances, df["Premise"], labels)]
+
+
+# --------------------------------------------------------------------------- ESS
+
+def read_ess_answers(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Raw ESS PVQ-21 answers -> (respondent ids, codes[n, 21] in PVQ21_ITEMS order).
+
+    Codes must be 1-6 or a missing-value code (66/77/88/99); callers decide what to drop.
+    """
+    path = Path(path)
+    items = [item for v in VALUES for item in PVQ21_ITEMS[v]]
+    df = read_table(path, ",", ["idno", *items])
+    codes = to_numbers(path, df, items, int)
+    valid = ((codes >= 1) & (codes <= 6)) | np.isin(codes, ESS_MISSING_CODES)
+    if not valid.all():
+        i, j = np.argwhere(~valid)[0]
+        raise InputError(f"{path}: row {_row(i)}: column {items[j]!r}: code {int(codes[i, j])} "
+                         f"is neither 1-6 nor a missing-value code (66/77/88/99)")
+    ids = to_numbers(path, df, ["idno"], int)[:, 0].astype(np.int64)
+    return ids, codes
+
+
+def read_value_table(path: str | os.PathLike, sep: str = ",",
+                     name_column: str | None = None) -> tuple[list[str], np.ndarray]:
+    """A table of 10 value columns (optionally with a name column) -> (names, scores[n, 10])."""
+    path = Path(path)
+    cols = ([name_column] if name_column else []) + list(VALUES)
+    df = read_table(path, sep, cols)
+    scores = to_numbers(path, df, VALUES)
+    out = np.argwhere((scores < 1) | (scores > 6))
+    if len(out):
+        i, j = out[0]
+        raise InputError(f"{path}: row {_row(i)}: column {VALUES[j]!r}: "
+                         f"score {scores[i, j]:g} is outside 1..6")
+    names = list(df[name_column]) if name_column else [str(i) for i in range(len(df))]
+    if name_column:
+        check_nonempty_rows(path, df, [name_column])
+    return names, scores
+
+
+def read_countries(path: str | os.PathLike) -> list[Profile]:
+    names, scores = read_value_table(path, "\t", "Country")
+    return [Profile(n, tuple(s), {"source": Path(path).name}) for n, s in zip(names, scores)]
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+def read_hexphi(path: str | os.PathLike) -> pd.DataFrame:
+    path = Path(path)
+    df = read_table(path, ",", ["category", "prompt"])
+    check_nonempty_rows(path, df, ["category", "prompt"])
+    return df
+
+
+def read_beavertails(path: str | os.PathLike) -> pd.DataFrame:
+    path = Path(path)
+    df = read_table(path, ",", ["id", "prompt", "category", "category_id"])
+    check_nonempty_rows(path, df, ["prompt", "category"])
+    return df
+
+
+def read_advbench(path: str | os.PathLike) -> pd.DataFrame:
+    path = Path(path)
+    df = read_table(path, ",", ["goal", "target"])
+    check_nonempty_rows(path, df, ["goal"])
+    return df
+
+
+def read_rtp(path: str | os.PathLike) -> list[str]:
+    """RealToxicityPrompts texts: no header, one CSV-quoted prompt per row."""
+    path = Path(path)
+    text = read_text(path)
+    prompts = []
+    for i, row in enumerate(csv.reader(io.StringIO(text))):
+        if len(row) != 1 or not row[0].strip():
+            raise InputError(f"{path}: row {i + 1}: expected one non-empty prompt per row, "
+                             f"got {len(row)} field(s)")
+        prompts.append(row[0])
+    return prompts
+
+
+def read_pairs(path: str | os.PathLike, source: str, target: str) -> pd.DataFrame:
+    """A two-column CSV of (input, output) text pairs, e.g. the grammar set."""
+    path = Path(path)
+    df = read_table(path, ",", [source, target])
+    check_nonempty_rows(path, df, [source, target])
+    return df
+
+
+def read_json(path: str | os.PathLike):
+    path = Path(path)
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
+    """JSON lines; a truncated final line (an interrupted append) is ignored, others fail."""
+    path = Path(path)
+    lines = read_text(path).split("\n")
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if n == len(lines):  # unterminated last line: a write that never finished
+                return
+            raise InputError(f"{path}: line {n}: invalid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{path}: line {n}: expected a JSON object")
+        yield record
