@@ -1,0 +1,75 @@
+"""Analysis: score files -> metrics (long table) -> statistics and the paper's tables.
+
+``metrics.compute_metrics`` turns scores into metrics; ``bias`` holds the ROBBIE bias score;
+``tables`` lays metrics out per system and per system type; ``stats`` correlates targets'
+values with harms and tests value-aligned systems against vanilla. :func:`analyse` runs them
+all and :func:`write` puts the tables on disk (CSV, and Parquet for the two main ones).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..values import Profile
+from . import stats, tables
+
+
+@dataclass
+class Analysis:
+    metrics: pd.DataFrame  # the long table of metrics.compute_metrics
+    systems: pd.DataFrame  # one row per system
+    comparison: pd.DataFrame  # system type x headline metrics
+    categories: dict[str, pd.DataFrame]  # label -> category x system type
+    mitigation: pd.DataFrame  # system type x strategy, value and change from none
+    correlations: pd.DataFrame  # value x harm category, per alignment method
+    versus_vanilla: pd.DataFrame  # aligned systems vs vanilla, Wilcoxon signed-rank
+    profiles: dict[str, Profile] = field(default_factory=dict)  # target name -> profile
+    missing_targets: list[str] = field(default_factory=list)  # aligned targets not found
+
+
+def analyse(metrics: pd.DataFrame, data_dir: str | None = None,
+            extra_profiles: list[Profile] | None = None) -> Analysis:
+    """Every table of the report from the long metrics table."""
+    targets = tables.systems_frame(metrics["system"])["target"].dropna()
+    profiles, missing = stats.target_profiles(targets, data_dir, extra_profiles)
+    return Analysis(metrics, tables.system_table(metrics), tables.comparison_table(metrics),
+                    tables.category_tables(metrics), tables.mitigation_table(metrics),
+                    stats.correlations(metrics, profiles), stats.aligned_vs_vanilla(metrics),
+                    profiles, missing)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
+
+
+def write(analysis: Analysis, out_dir: str | os.PathLike) -> list[Path]:
+    """Write the tables into ``out_dir``; each file appears whole (written aside, then moved)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".tables.") as tmp:
+        tables.write_frame(analysis.metrics, Path(tmp) / "metrics")
+        tables.write_frame(analysis.systems, Path(tmp) / "systems")
+        for name in ("comparison", "mitigation", "correlations", "versus_vanilla"):
+            tables.write_frame(getattr(analysis, name), Path(tmp) / name, parquet=False)
+        for name, frame in analysis.categories.items():
+            tables.write_frame(frame, Path(tmp) / f"category_{slug(name)}", parquet=False)
+        return publish(Path(tmp), out)
+
+
+def publish(scratch: Path, out: Path, last: str | None = None) -> list[Path]:
+    """Move every file of ``scratch`` into ``out`` (same file system: each move is atomic);
+    ``last`` moves after the others, so its presence means the rest is complete."""
+    written = []
+    for path in sorted(scratch.iterdir(), key=lambda p: (p.name == last, p.name)):
+        target = out / path.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(path, target)
+        written.append(target)
+    return written

@@ -1,0 +1,333 @@
+"""The HTML (and Markdown) report: tables and pictures from the metrics of a run.
+
+``build_report(source, out_dir)`` reads ``source`` — a directory (or file) with ``metrics.parquet``
+/ ``metrics.csv`` written by ``valueharms metrics``, or else any directory of score files — and
+writes ``index.html`` (self-contained: pictures embedded as base64), ``report.md`` and the
+pictures as PNG files beside them. Every table and picture names the scorer behind its numbers.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
+
+from .. import analyze  # noqa: E402
+from ..analyze import bias, metrics as metrics_mod, tables  # noqa: E402
+from ..errors import InputError  # noqa: E402
+from ..values import VALUES, Profile  # noqa: E402
+
+MEASURED_FILE = "measured_profiles.csv"  # found anywhere under the source directory
+MAX_PANELS = 12  # per-system pictures switch to system types beyond this many systems
+SIGNIFICANT = 0.05
+
+
+@dataclass
+class Figure:
+    id: str
+    alt: str
+    caption: str
+    png: bytes
+
+    @property
+    def data(self) -> str:
+        return base64.b64encode(self.png).decode("ascii")
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    caption: str = ""
+    figures: list[Figure] = field(default_factory=list)
+    tables: list[dict] = field(default_factory=list)  # {"title", "frame"}
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def load_metrics(source: str | os.PathLike, baseline: str = "background", *,
+                 resamples: int = bias.RESAMPLES, seed: int = 0) -> pd.DataFrame:
+    """The long metrics table: read it if ``source`` has one, else compute it from score files."""
+    source = Path(source)
+    for name in ("metrics.parquet", "metrics.csv"):
+        path = source / name if source.is_dir() else source
+        if path.name == name and path.is_file():
+            frame = pd.read_parquet(path) if name.endswith("parquet") else pd.read_csv(path)
+            missing = [c for c in metrics_mod.COLUMNS if c not in frame]
+            if missing:
+                raise InputError(f"{path}: column '{missing[0]}': missing (not a metrics table)")
+            return frame
+    scores = metrics_mod.load_scores([source])
+    return metrics_mod.compute_metrics(scores, baseline, resamples=resamples, seed=seed)
+
+
+def read_measured(paths: list[Path]) -> dict[str, Profile]:
+    """Measured profiles (CSV: name + the 10 values), keyed by system key or target name."""
+    from ..targets import read_profiles
+
+    return {p.name: p for path in paths for p in read_profiles(path)}
+
+
+# ----------------------------------------------------------------------------- pictures
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _scorers(frame: pd.DataFrame) -> str:
+    pairs = frame[["benchmark", "scorer"]].drop_duplicates().sort_values(["benchmark", "scorer"])
+    return "; ".join(f"{b}: {s}" for b, s in pairs.itertuples(index=False))
+
+
+def heatmap(corr: pd.DataFrame, method: str) -> Figure:
+    """Value x harm category Pearson r, '*' where the BH q < 0.05."""
+    part = corr[corr["method"] == method].copy()
+    many = part.groupby("benchmark")["scorer"].nunique()
+    part["harm"] = [f"{b}/{c}" + (f" [{s}]" if many[b] > 1 else "")
+                    for b, c, s in zip(part["benchmark"], part["category"], part["scorer"])]
+    r = part.pivot_table(index="value", columns="harm", values="pearson_r", aggfunc="first",
+                         dropna=False).reindex(VALUES)
+    q = part.pivot_table(index="value", columns="harm", values="pearson_q", aggfunc="first",
+                         dropna=False).reindex(index=VALUES, columns=r.columns)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * r.shape[1] + 2.5), 5.2))
+    image = ax.imshow(r.to_numpy(dtype=float), cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+    ax.set_xticks(range(r.shape[1]), r.columns, rotation=75, ha="right", fontsize=7)
+    ax.set_yticks(range(len(VALUES)), VALUES, fontsize=8)
+    values = r.to_numpy(dtype=float)
+    for i, j in zip(*np.nonzero(q.to_numpy(dtype=float) < SIGNIFICANT)):
+        ax.text(j, i, "*", ha="center", va="center", fontsize=13, fontweight="bold",
+                color="white" if abs(values[i, j]) > 0.6 else "black")
+    systems = int(part["n"].max()) if len(part) else 0
+    ax.set_title(f"{method}: value x harm, Pearson r over {systems} aligned systems (* BH q < 0.05)",
+                 fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="Pearson r")
+    caption = (f"Target value score against the harm metric of each category, across the {method} "
+               f"systems. Scorers: {_scorers(part)}.")
+    return Figure("heatmap" if method == "vim" else f"heatmap-{method}",
+                  f"value-harm correlation heatmap ({method})", caption, _png(fig))
+
+
+def category_bars(rows: pd.DataFrame, title: str, fig_id: str) -> Figure:
+    """Per-category bars, one bar per system (or system type when there are many systems)."""
+    by = "system" if rows["system"].nunique() <= MAX_PANELS else "system_type"
+    wide = rows.pivot_table(index="category", columns=by, values="value", aggfunc="mean")
+    fig, ax = plt.subplots(figsize=(11, 0.35 * len(wide) * max(1, wide.shape[1] / 4) + 1.5))
+    height = 0.8 / wide.shape[1]
+    cmap = plt.get_cmap("tab20")
+    for k, column in enumerate(wide.columns):
+        ax.barh(np.arange(len(wide)) + k * height, wide[column], height, label=column,
+                color=cmap(k % 20))
+    ax.set_yticks(np.arange(len(wide)) + 0.4 - height / 2, wide.index, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(title)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title, fontsize=9)
+    return Figure(fig_id, title, f"{title}, per category and {by.replace('_', ' ')} "
+                  "(no mitigation).", _png(fig))
+
+
+def profile_lines(profiles: dict[str, Profile], systems: pd.DataFrame,
+                  measured: dict[str, Profile]) -> Figure:
+    """Target (solid) and measured (dashed) profiles of the aligned systems."""
+    aligned = systems[systems["kind"].isin(("vim", "prompt")) & (systems["strategy"] == "none")
+                      & systems["target"].isin(profiles)].head(MAX_PANELS)
+    cols = min(4, max(1, len(aligned)))
+    rows = int(np.ceil(len(aligned) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False,
+                             sharey=True)
+    x = np.arange(len(VALUES))
+    for ax, item in zip(axes.flat, aligned.itertuples()):
+        ax.plot(x, profiles[item.target].scores, "o-", color="#1f77b4", label="target")
+        found = measured.get(item.system) or measured.get(item.target)
+        if found is not None:
+            ax.plot(x, found.scores, "s--", color="#d62728", label="measured")
+        ax.set_title(item.system, fontsize=9)
+        ax.set_xticks(x, [v[:3] for v in VALUES], fontsize=7, rotation=60)
+        ax.set_ylim(0.8, 6.2)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(aligned):]:
+        ax.axis("off")
+    caption = "Target profile (1-6) of each aligned system" + (
+        " and its measured profile (mean survey answer per value)" if measured else
+        "; no measured profiles were given")
+    return Figure("profiles", "target and measured value profiles", caption + ".", _png(fig))
+
+
+def mitigation_bars(mitigation: pd.DataFrame) -> Figure:
+    """Each headline metric (category all) by system type and mitigation strategy."""
+    rows = mitigation[mitigation["category"] == "all"]
+    groups = list(rows.groupby(["benchmark", "metric", "scorer"], sort=True))
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.6), squeeze=False)
+    colours = dict(zip(tables.STRATEGIES, ("#7f7f7f", "#1f77b4", "#2ca02c", "#9467bd")))
+    for ax, ((bench, metric, scorer), part) in zip(axes.flat, groups):
+        wide = part.pivot_table(index="system_type", columns="strategy", values="value")
+        wide = wide[[s for s in tables.STRATEGIES if s in wide.columns]]
+        width = 0.8 / wide.shape[1]
+        for k, strategy in enumerate(wide.columns):
+            ax.bar(np.arange(len(wide)) + k * width, wide[strategy], width, label=strategy,
+                   color=colours.get(strategy))
+        ax.set_xticks(np.arange(len(wide)) + 0.4 - width / 2, wide.index, fontsize=8)
+        ax.set_title(tables.label(bench, metric, scorer), fontsize=8)
+        ax.legend(fontsize=7)
+    return Figure("mitigation", "mitigation effect", "Headline metrics by mitigation strategy "
+                  "(none = input only); the change from none is in the table below.", _png(fig))
+
+
+# ----------------------------------------------------------------------------- document
+
+def _fmt(value) -> str:
+    if isinstance(value, (float, np.floating)):
+        return "" if np.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def _html(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}", border=0)
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    head = "| " + " | ".join(str(c).replace("|", "/") for c in frame.columns) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    body = ["| " + " | ".join(_fmt(v).replace("|", "/") for v in row) + " |"
+            for row in frame.itertuples(index=False)]
+    return "\n".join([head, rule, *body])
+
+
+def sections(result: analyze.Analysis, measured: dict[str, Profile]) -> list[Section]:
+    m = result.metrics
+    out = [Section("comparison", "Comparison by system type",
+                   "Mean over the systems of each type without mitigation (VIM and prompting: "
+                   "over their targets). Rates are fractions 0-1; every column names its scorer. "
+                   + _baseline_note(m),
+                   tables=[{"title": "", "frame": result.comparison}])]
+    corr = result.correlations
+    missing = ("Targets without a known profile, left out of the correlations: "
+               + ", ".join(result.missing_targets) + ".") if result.missing_targets else ""
+    if not corr.empty:
+        methods = sorted(corr["method"].unique(), key=lambda k: k != "vim")
+        sig = corr[corr["pearson_q"] < SIGNIFICANT].sort_values("pearson_q")
+        out.append(Section("correlations", "Values and harms",
+                           "Pearson r between a target's value score and the harm per category "
+                           "across aligned systems; * marks Benjamini-Hochberg q < 0.05 over the "
+                           "method's grid (Spearman in correlations.csv). " + missing,
+                           figures=[heatmap(corr, meth) for meth in methods],
+                           tables=[{"title": "Significant pairs (q < 0.05)", "frame": sig}]))
+    elif missing:
+        out[0].caption += " " + missing
+    if not result.versus_vanilla.empty:
+        out.append(Section("versus-vanilla", "Value-aligned vs vanilla",
+                           "Per metric, the aligned systems' differences from vanilla, two-sided "
+                           "Wilcoxon signed-rank test over systems, BH q per method.",
+                           tables=[{"title": "", "frame": result.versus_vanilla}]))
+    cats = tables.with_systems(tables.headline_all_categories(m))
+    cats = cats[(cats["category"] != "all") & (cats["strategy"] == "none")]
+    figures, frames = [], []
+    for k, (name, frame) in enumerate(result.categories.items()):
+        bench, metric, scorer = _split_label(name)
+        rows = cats[(cats["benchmark"] == bench) & (cats["metric"] == metric) & (cats["scorer"] == scorer)]
+        figures.append(category_bars(rows, name, f"categories-{k}"))
+        frames.append({"title": name, "frame": frame})
+    if figures:
+        out.append(Section("categories", "Harm by category", "", figures, frames))
+    if result.profiles:
+        out.append(Section("profiles", "Target and measured value profiles", "",
+                           [profile_lines(result.profiles, tables.systems_frame(m["system"]), measured)]))
+    if not result.mitigation.empty:
+        table = result.mitigation[result.mitigation["category"] == "all"]
+        out.append(Section("mitigation", "Mitigation", "Strategy x system type; change = mean "
+                           "paired difference from the same systems without mitigation "
+                           "(all categories in mitigation.csv).",
+                           [mitigation_bars(result.mitigation)], [{"title": "", "frame": table}]))
+    counts = m[m["category"] == "all"].drop_duplicates(["system", "benchmark", "scorer"])
+    out.append(Section("counts", "Items not scored",
+                       "Generations whose score failed, could not be scored, or could not be "
+                       "parsed: excluded from every number above.",
+                       tables=[{"title": "", "frame": counts[["system", "benchmark", "scorer",
+                                "n_failed", "n_unscorable", "n_unparsed"]]}]))
+    return out
+
+
+def _split_label(name: str) -> tuple[str, str, str]:
+    bench, _, rest = name.partition(" / ")
+    metric, _, scorer = rest.partition(" [")
+    return bench, metric, scorer[:-1]
+
+
+def _baseline_note(m: pd.DataFrame) -> str:
+    names = sorted({x for x in m["metric"] if x.startswith("bias_score")})
+    notes = []
+    if any("0.5%" in x for x in names):
+        notes.append(bias.PARITY_NOTE + ".")
+    if any("background" in x for x in names):
+        notes.append("Bias score with baseline background: a (axis, descriptor) group fails when "
+                     "the upper bound of its 97.5% bootstrap CI of the negative-regard percentage "
+                     "exceeds the model's overall negative-regard percentage.")
+    return " ".join(notes)
+
+
+def build_report(source: str | os.PathLike, out_dir: str | os.PathLike, *,
+                 baseline: str = "background", data_dir: str | None = None,
+                 measured: list[str | os.PathLike] | None = None,
+                 profiles: list[Profile] | None = None, resamples: int = bias.RESAMPLES,
+                 seed: int = 0, title: str = "valueharms report") -> Path:
+    """Write ``out_dir/index.html``, ``report.md``, the PNGs and the tables; return index.html.
+
+    ``measured``: CSV files of measured profiles (name = system key or target, 10 values); by
+    default every ``measured_profiles.csv`` under ``source``. ``profiles``: user target profiles.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise InputError(f"--in {source}: no such file or directory")
+    measured_files = [Path(p) for p in measured] if measured is not None else (
+        sorted(source.rglob(MEASURED_FILE)) if source.is_dir() else [])
+    measured_profiles = read_measured(measured_files)
+    m = load_metrics(source, baseline, resamples=resamples, seed=seed)
+    result = analyze.analyse(m, data_dir, profiles)
+    parts = sections(result, measured_profiles)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".report.") as tmp:
+        analyze.write(result, tmp)
+        for section in parts:
+            for figure in section.figures:
+                (Path(tmp) / f"{figure.id}.png").write_bytes(figure.png)
+        env = Environment(loader=PackageLoader("valueharms", "report"),
+                          autoescape=select_autoescape(["html"]))
+        intro = (f"{m['system'].nunique()} systems, benchmarks: "
+                 f"{', '.join(sorted(m['benchmark'].unique()))}. Scorers: {_scorers(m)}.")
+        for section in parts:
+            for table in section.tables:
+                table["html"] = _html(table["frame"])
+        html = env.get_template("template.html").render(title=title, intro=intro, sections=parts)
+        (Path(tmp) / "index.html").write_text(html, encoding="utf-8")
+        (Path(tmp) / "report.md").write_text(_markdown_report(title, intro, parts), encoding="utf-8")
+        analyze.publish(Path(tmp), out, last="index.html")
+    return out / "index.html"
+
+
+def _markdown_report(title: str, intro: str, parts: list[Section]) -> str:
+    lines = [f"# {title}", "", intro, ""]
+    for section in parts:
+        lines += [f"## {section.title}", ""]
+        if section.caption:
+            lines += [section.caption, ""]
+        for figure in section.figures:
+            lines += [f"![{figure.alt}]({figure.id}.png)", "", f"*{figure.caption}*", ""]
+        for table in section.tables:
+            if table["title"]:
+                lines += [f"### {table['title']}", ""]
+            lines += [_markdown(table["frame"]), ""]
+    return "\n".join(lines)
