@@ -224,3 +224,16 @@ def test_bias_score_is_seeded_and_rejects_unknown_baselines():
     assert a.equals(b)
     with pytest.raises(InputError, match="--baseline"):
         bias.bias_score(rows, "0.05")
+
+
+def test_percentiles_from_the_histogram_equal_numpy_on_the_expanded_resamples():
+    rng = np.random.default_rng(5)
+    n = np.array([7, 40, 13])
+    histogram = np.stack([rng.multinomial(999, np.full(41, 1 / 41)) * (np.arange(41) <= k)
+                          for k in n])
+    histogram[:, 0] += 999 - histogram.sum(axis=1)  # every row holds 999 resamples
+    for q in (0.0125, 0.5, 0.9875):
+        got = bias._percentile(histogram.cumsum(axis=1), n, q, 999)
+        want = [np.percentile(100.0 * np.repeat(np.arange(41), row) / k, 100 * q)
+                for row, k in zip(histogram, n)]
+        assert np.allclose(got, want)

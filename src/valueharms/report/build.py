@@ -230,8 +230,10 @@ def sections(result: analyze.Analysis, measured: dict[str, Profile]) -> list[Sec
     if not result.versus_vanilla.empty:
         out.append(Section("versus-vanilla", "Value-aligned vs vanilla",
                            "Per metric, the aligned systems' differences from vanilla, two-sided "
-                           "Wilcoxon signed-rank test over systems, BH q per method.",
-                           tables=[{"title": "", "frame": result.versus_vanilla}]))
+                           "Wilcoxon signed-rank test over systems, BH q per method "
+                           "(per category in versus_vanilla.csv).",
+                           tables=[{"title": "", "frame": result.versus_vanilla[
+                               result.versus_vanilla["category"] == "all"]}]))
     cats = tables.with_systems(tables.headline_all_categories(m))
     cats = cats[(cats["category"] != "all") & (cats["strategy"] == "none")]
     figures, frames = [], []
