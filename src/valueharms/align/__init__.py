@@ -1,0 +1,1 @@
+"""Alignment: VIM data, benign data, and the one LoRA trainer."""

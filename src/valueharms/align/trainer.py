@@ -1,0 +1,456 @@
+"""One LoRA trainer for every fine-tune (VIM stages and benign baselines).
+
+Built on the transformers ``Trainer`` and PEFT. What it adds on top:
+
+- examples are rendered with :func:`valueharms.chat.render_prompt`, prompt and completion are
+  tokenised separately and the loss falls on the completion (+ EOS) only;
+- an over-long example loses *prompt* tokens from the left, never its completion;
+- batches are padded to their own longest example (dynamic padding);
+- the epoch with the lowest validation loss is kept (a callback saves the best adapter);
+- checkpoints every ``save_steps`` steps: a killed run continues where it stopped;
+- a JSONL training log and a manifest (model, data hashes, config, versions, seed, times).
+
+Layout of ``out_dir`` once finished: the PEFT adapter files (``PeftModel.from_pretrained(base,
+out_dir)``), ``train_log.jsonl`` and ``manifest.json`` (written last: its presence means done).
+While running, ``out_dir/_work/`` holds the checkpoints and the best adapter so far.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..errors import InputError
+from ..io import JsonlAppender, atomic_dir, atomic_write_text, write_jsonl
+from ..records import Example
+
+IGNORE = -100  # label value the loss skips
+PROMPT_FORMS = ("auto", "chat", "base")
+WORK, BEST, CHECKPOINTS = "_work", "best", "checkpoints"
+LOG_NAME, MANIFEST_NAME = "train_log.jsonl", "manifest.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings; the defaults are the VIM ones (DESIGN.md section 2)."""
+
+    lora_r: int = 8
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    lr: float = 2e-5
+    scheduler: str = "linear"
+    epochs: int = 5
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 512
+    seed: int = 42
+    prompt_form: str = "auto"
+    save_steps: int = 50  # checkpoint interval (optimizer steps) for resuming a killed run
+    logging_steps: int = 1
+    pad_to: int | None = None  # fixed padding length; None = dynamic (pad to the batch's longest)
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Raise InputError naming the first bad option."""
+        checks = [
+            ("--epochs", self.epochs, self.epochs >= 1),
+            ("--lr", self.lr, 0 < self.lr < 1),
+            ("--batch-size", self.batch_size, self.batch_size >= 1),
+            ("--grad-accum", self.grad_accum, self.grad_accum >= 1),
+            ("--max-length", self.max_length, self.max_length >= 8),
+            ("--seed", self.seed, self.seed >= 0),
+            ("--lora-r", self.lora_r, self.lora_r >= 1),
+            ("--lora-alpha", self.lora_alpha, self.lora_alpha > 0),
+            ("--lora-dropout", self.lora_dropout, 0 <= self.lora_dropout < 1),
+            ("--save-steps", self.save_steps, self.save_steps >= 1),
+            ("--prompt-form", self.prompt_form, self.prompt_form in PROMPT_FORMS),
+            ("--pad-to", self.pad_to, self.pad_to is None or self.pad_to >= self.max_length),
+        ]
+        for option, value, ok in checks:
+            if not ok:
+                raise InputError(f"{option} {value!r}: out of range")
+        if not self.target_modules:
+            raise InputError("--target-modules: at least one module name is needed")
+
+
+# Benign baselines (DESIGN.md section 2): 1 epoch, batch 1 x 16 accumulation, max length 2048.
+BENIGN_CONFIG = TrainConfig(epochs=1, batch_size=1, grad_accum=16, max_length=2048)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    adapter_dir: str
+    best_epoch: int | None  # None when there was nothing to validate on
+    best_valid_loss: float | None
+    selection: str  # how the kept epoch was chosen
+    n_train: int
+    n_valid: int
+    n_shortened: int  # examples whose prompt lost tokens from the left
+    n_completion_cut: int  # examples whose completion alone exceeded max_length (head kept)
+    first_loss: float | None
+    last_loss: float | None
+    log_path: str
+    manifest_path: str
+    notes: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------- tokenising
+
+@dataclass(frozen=True)
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+    shortened: bool
+    completion_cut: bool
+
+    def features(self) -> dict[str, list[int]]:
+        return {"input_ids": self.input_ids, "attention_mask": [1] * len(self.input_ids),
+                "labels": self.labels}
+
+
+def prompt_ids(text: str, tokenizer) -> list[int]:
+    """Token ids of a rendered prompt; the tokenizer's BOS is added unless the text has it."""
+    bos = tokenizer.bos_token
+    add_special = not (bos and text.startswith(bos))
+    return tokenizer(text, add_special_tokens=add_special)["input_ids"]
+
+
+def encode(example: Example, tokenizer, max_length: int, form: str = "auto") -> Encoded:
+    """Prompt + completion + EOS, labels on the completion only, shortened from the left."""
+    from ..chat import render_prompt
+
+    prompt = prompt_ids(render_prompt(example.prompt, tokenizer, form), tokenizer)
+    completion = tokenizer(example.completion, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        completion = completion + [tokenizer.eos_token_id]
+    completion_cut = len(completion) > max_length
+    if completion_cut:  # nothing of the prompt fits: keep the completion's head
+        prompt, completion = [], completion[:max_length]
+    room = max_length - len(completion)
+    shortened = len(prompt) > room
+    if shortened:
+        prompt = prompt[len(prompt) - room:]
+    return Encoded(prompt + completion, [IGNORE] * len(prompt) + completion, shortened,
+                   completion_cut)
+
+
+def collator(tokenizer, pad_to: int | None = None):
+    """Pads each batch to its longest example (or to ``pad_to``); padded labels are ignored."""
+    from transformers import DataCollatorForSeq2Seq
+
+    if pad_to:
+        return DataCollatorForSeq2Seq(tokenizer, padding="max_length", max_length=pad_to,
+                                      label_pad_token_id=IGNORE, return_tensors="pt")
+    return DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=IGNORE,
+                                  return_tensors="pt")
+
+
+def data_hash(examples: Sequence[Example]) -> str:
+    """SHA-256 of the examples, in order (prompt, completion and meta)."""
+    digest = hashlib.sha256()
+    for ex in examples:
+        line = json.dumps([ex.prompt, ex.completion, ex.meta], sort_keys=True, ensure_ascii=False)
+        digest.update(line.encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- callbacks
+
+def _callbacks(log: JsonlAppender, best_dir: Path):
+    from transformers import TrainerCallback
+
+    class JsonlLog(TrainerCallback):
+        """One JSONL line per Trainer log: step, epoch, loss, lr, tokens/s, valid loss."""
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.clock, self.tokens = time.monotonic(), state.num_input_tokens_seen
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            record: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0, 4)}
+            if "loss" in logs:
+                now, seen = time.monotonic(), state.num_input_tokens_seen
+                record.update(loss=logs["loss"], lr=logs.get("learning_rate"),
+                              grad_norm=logs.get("grad_norm"),
+                              tokens_per_s=round((seen - self.tokens) / max(now - self.clock, 1e-9), 1))
+                self.clock, self.tokens = now, seen
+            elif "eval_loss" in logs:
+                record["valid_loss"] = logs["eval_loss"]
+            elif "train_loss" in logs:
+                record.update(train_loss=logs["train_loss"], runtime_s=logs.get("train_runtime"))
+            else:
+                return
+            log.write(record)
+
+    class KeepBest(TrainerCallback):
+        """Save the adapter whenever the validation loss is the lowest so far (kept on disk,
+        so a resumed run still knows its best epoch)."""
+
+        def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
+            loss = (metrics or {}).get("eval_loss")
+            if loss is None or model is None:
+                return
+            best = _read_best(best_dir)
+            if best is not None and not loss < best["valid_loss"]:
+                return
+            with atomic_dir(best_dir) as tmp:
+                model.save_pretrained(tmp)
+                (tmp / "best.json").write_text(json.dumps(
+                    {"epoch": round(state.epoch), "step": state.global_step, "valid_loss": loss}))
+
+    return [JsonlLog(), KeepBest()]
+
+
+def _read_best(best_dir: Path) -> dict | None:
+    path = best_dir / "best.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+# --------------------------------------------------------------------------- resuming
+
+def last_checkpoint(checkpoints: Path) -> Path | None:
+    """The newest checkpoint that was completely written (its trainer_state.json is last)."""
+    if not checkpoints.is_dir():
+        return None
+    found = []
+    for d in checkpoints.glob("checkpoint-*"):
+        try:
+            json.loads((d / "trainer_state.json").read_text())
+            found.append((int(d.name.split("-")[1]), d))
+        except (OSError, ValueError):
+            shutil.rmtree(d, ignore_errors=True)  # half-written by a killed run
+    return max(found)[1] if found else None
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drop log lines newer than the checkpoint we resume from (they will be logged again)."""
+    if path.exists():
+        kept = [r for r in JsonlAppender(path).records()
+                if r.get("event") or r.get("step", 0) <= step]
+        write_jsonl(path, kept)
+
+
+# --------------------------------------------------------------------------- training
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _versions() -> dict[str, str]:
+    import peft
+    import torch
+    import transformers
+
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("valueharms")
+    except PackageNotFoundError:
+        ours = "unknown"
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "peft": peft.__version__, "valueharms": ours}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _load_peft_model(model_path: str, config: TrainConfig, init_adapter: str | None):
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM, set_seed
+
+    try:
+        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    except OSError as exc:
+        raise InputError(f"--model {model_path}: cannot load ({str(exc).splitlines()[0]})") from None
+    set_seed(config.seed)  # the LoRA A matrices are drawn here
+    if init_adapter:
+        if not (Path(init_adapter) / "adapter_config.json").is_file():
+            raise InputError(f"{init_adapter}: not a PEFT adapter directory (no adapter_config.json)")
+        return PeftModel.from_pretrained(base, init_adapter, is_trainable=True)
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(base, lora)
+    except ValueError as exc:
+        raise InputError(f"--target-modules {','.join(config.target_modules)}: "
+                         f"{str(exc).splitlines()[0]}") from None
+
+
+def _encode_all(examples: Sequence[Example], tokenizer, config: TrainConfig) -> list[Encoded]:
+    return [encode(ex, tokenizer, config.max_length, config.prompt_form) for ex in examples]
+
+
+def _training_args(config: TrainConfig, output_dir: Path, has_valid: bool):
+    import torch
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(output_dir), num_train_epochs=config.epochs, learning_rate=config.lr,
+        lr_scheduler_type=config.scheduler, warmup_steps=0, weight_decay=0.0,
+        per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        eval_strategy="epoch" if has_valid else "no",
+        save_strategy="steps", save_steps=config.save_steps, save_total_limit=2,
+        logging_strategy="steps", logging_steps=config.logging_steps,
+        include_num_input_tokens_seen="non_padding",
+        seed=config.seed, data_seed=config.seed, report_to="none",
+        disable_tqdm=not config.progress, remove_unused_columns=False, label_names=["labels"],
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available())
+
+
+def _fingerprint(model: str, train: Sequence[Example], valid: Sequence[Example],
+                 config: TrainConfig, init_adapter: str | None) -> dict[str, Any]:
+    settings = {k: v for k, v in asdict(config).items() if k != "progress"}
+    # JSON-normalised (tuples become lists) so that it compares equal to run.json
+    return json.loads(json.dumps({
+        "model": model, "init_adapter": init_adapter, "config": settings,
+        "data": {"train": {"n": len(train), "sha256": data_hash(train)},
+                 "valid": {"n": len(valid), "sha256": data_hash(valid)}}}))
+
+
+def _check_out_dir(out: Path, fingerprint: dict) -> dict | None:
+    """The finished manifest if ``out`` already holds this exact run; InputError if another."""
+    manifest, run = out / MANIFEST_NAME, out / WORK / "run.json"
+    if manifest.is_file():
+        done = json.loads(manifest.read_text())
+        if done.get("fingerprint") == fingerprint:
+            return done
+        raise InputError(f"--out {out}: holds a finished training run with other inputs; "
+                         f"choose another directory")
+    if run.is_file() and json.loads(run.read_text()) != fingerprint:
+        raise InputError(f"--out {out}: holds an unfinished run with other inputs "
+                         f"(model, data or settings); delete it or choose another directory")
+    return None
+
+
+def _result(manifest: dict, out: Path) -> TrainResult:
+    return TrainResult(adapter_dir=str(out), log_path=str(out / LOG_NAME),
+                       manifest_path=str(out / MANIFEST_NAME), notes=tuple(manifest["notes"]),
+                       **{k: manifest[k] for k in (
+                           "best_epoch", "best_valid_loss", "selection", "n_train", "n_valid",
+                           "n_shortened", "n_completion_cut", "first_loss", "last_loss")})
+
+
+def _install_adapter(source: Path, out: Path) -> None:
+    """Move the adapter files into ``out``; each move is an atomic rename."""
+    for name in ("adapter_config.json", "adapter_model.safetensors", "README.md"):
+        if (source / name).is_file():
+            os.replace(source / name, out / name)
+
+
+def train_lora(model: str | None, train: Sequence[Example], valid: Sequence[Example],
+               out_dir: str | os.PathLike, config: TrainConfig = TrainConfig(),
+               init_adapter: str | None = None, *, notes: Sequence[str] = (),
+               callbacks: Sequence = (), say: Callable[[str], None] = _stderr) -> TrainResult:
+    """Fine-tune a LoRA adapter on ``train`` (completion-only loss), keep the best epoch on
+    ``valid`` (the last epoch when ``valid`` is empty), and write it to ``out_dir``.
+
+    Reruns are safe: a finished run with the same inputs is returned as is, an interrupted one
+    resumes from its last checkpoint. ``init_adapter`` continues training an existing adapter.
+    ``callbacks``: extra ``TrainerCallback`` objects (e.g. early stopping).
+    """
+    from transformers import PrinterCallback, Trainer
+
+    from .. import models
+    from ..models import load_tokenizer
+
+    config.validate()
+    if not train:
+        raise InputError("no training examples (check --limit and the data)")
+    model_path = models.resolve(model)
+    out = Path(out_dir)
+    fingerprint = _fingerprint(str(model), train, valid, config, init_adapter)
+    done = _check_out_dir(out, fingerprint)
+    if done is not None:
+        say(f"{out}: already trained with these inputs; nothing to do")
+        return _result(done, out)
+
+    tokenizer = load_tokenizer(model_path)
+    train_enc = _encode_all(train, tokenizer, config)
+    valid_enc = _encode_all(valid, tokenizer, config)
+    peft_model = _load_peft_model(model_path, config, init_adapter)
+
+    work = out / WORK
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(work / "run.json", json.dumps(fingerprint, indent=1))
+    log_path = out / LOG_NAME
+    checkpoint = last_checkpoint(work / CHECKPOINTS)
+    if checkpoint is not None:
+        _trim_log(log_path, int(checkpoint.name.split("-")[1]))
+    started = _now()
+
+    notes = list(notes)
+    n_short = sum(e.shortened for e in train_enc + valid_enc)
+    n_cut = sum(e.completion_cut for e in train_enc + valid_enc)
+    if n_short:
+        notes.append(f"{n_short} of {len(train_enc) + len(valid_enc)} examples were longer than "
+                     f"max_length {config.max_length}: their prompts lost tokens from the left, "
+                     f"completions kept whole")
+    if n_cut:
+        notes.append(f"{n_cut} completions alone exceeded max_length {config.max_length}: "
+                     f"their first {config.max_length} tokens were kept, without prompt")
+    if not valid_enc:
+        notes.append("no validation examples: keeping the last epoch")
+
+    with JsonlAppender(log_path) as log:
+        if checkpoint is None:
+            for note in notes:
+                log.write({"event": "note", "message": note})
+        else:
+            log.write({"event": "resume", "checkpoint": checkpoint.name})
+            say(f"resuming from {checkpoint}")
+        for note in notes:
+            say(note)
+        trainer = Trainer(
+            model=peft_model, args=_training_args(config, work / CHECKPOINTS, bool(valid_enc)),
+            train_dataset=[e.features() for e in train_enc],
+            eval_dataset=[e.features() for e in valid_enc] or None,
+            data_collator=collator(tokenizer, config.pad_to), processing_class=tokenizer,
+            callbacks=[*_callbacks(log, work / BEST), *callbacks])
+        trainer.remove_callback(PrinterCallback)  # without tqdm it would print every log dict
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+    best = _read_best(work / BEST) if valid_enc else None
+    if best is None:
+        final = work / "last"
+        shutil.rmtree(final, ignore_errors=True)
+        trainer.model.save_pretrained(final)
+        selection = "last epoch (no validation examples)"
+    else:
+        final, selection = work / BEST, "lowest validation loss"
+    losses = [r["loss"] for r in JsonlAppender(log_path).records() if "loss" in r]
+    manifest = {
+        "model": str(model), "model_path": model_path, "init_adapter": init_adapter,
+        "fingerprint": fingerprint, "config": fingerprint["config"], "data": fingerprint["data"],
+        "seed": config.seed, "versions": _versions(), "started": started, "finished": _now(),
+        "best_epoch": best["epoch"] if best else None,
+        "best_valid_loss": best["valid_loss"] if best else None, "selection": selection,
+        "epochs_trained": config.epochs, "n_train": len(train_enc), "n_valid": len(valid_enc),
+        "n_shortened": n_short, "n_completion_cut": n_cut,
+        "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+        "notes": notes,
+    }
+    _install_adapter(final, out)
+    atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=1))  # marks the run done
+    shutil.rmtree(work, ignore_errors=True)
+    result = _result(manifest, out)
+    say(f"adapter -> {out} ({selection}"
+        + (f": epoch {result.best_epoch}, valid loss {result.best_valid_loss:.4f})" if best else ")"))
+    return result
+
+
+def with_overrides(config: TrainConfig, **changes: Any) -> TrainConfig:
+    """``config`` with the options that were given (None values are left as they are)."""
+    return replace(config, **{k: v for k, v in changes.items() if v is not None})
