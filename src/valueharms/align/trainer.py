@@ -370,6 +370,7 @@ def train_lora(model: str | None, train: Sequence[Example], valid: Sequence[Exam
     if not train:
         raise InputError("no training examples (check --limit and the data)")
     model_path = models.resolve(model)
+    model = model or models.DEFAULT_MODEL
     out = Path(out_dir)
     fingerprint = _fingerprint(str(model), train, valid, config, init_adapter)
     done = _check_out_dir(out, fingerprint)
@@ -454,3 +455,58 @@ def train_lora(model: str | None, train: Sequence[Example], valid: Sequence[Exam
 def with_overrides(config: TrainConfig, **changes: Any) -> TrainConfig:
     """``config`` with the options that were given (None values are left as they are)."""
     return replace(config, **{k: v for k, v in changes.items() if v is not None})
+
+
+# --------------------------------------------------------------------------- VIM
+
+@dataclass(frozen=True)
+class VimResult:
+    out_dir: str
+    stage1: TrainResult
+    stage2: TrainResult
+    negatives_only: bool  # the target had no positive arguments
+    manifest_path: str
+
+
+def train_vim(model: str | None, profile, out_dir: str | os.PathLike,
+              config: TrainConfig = TrainConfig(), *, data_dir: str | None = None,
+              limit: int | None = None, threshold: float = 3, strategy: str = "min",
+              seed: int = 42, say: Callable[[str], None] = _stderr) -> VimResult:
+    """The two VIM stages for ``profile``: stage 1 (arguments) into ``out_dir/stage1``, then
+    stage 2 (survey answers) into ``out_dir/stage2``, continuing the best stage-1 adapter."""
+    from .vim_data import build_vim
+
+    config.validate()
+    data = build_vim(profile, data_dir=data_dir, threshold=threshold, strategy=strategy,
+                     seed=seed, limit=limit)
+    out = Path(out_dir)
+    notes = list(data.warnings)
+    negatives_only = not any(ex.meta.get("polarity") == "pos" for ex in data.stage1)
+    if negatives_only:
+        notes.append(f"{profile.name} has no positive arguments at threshold {threshold} "
+                     f"({strategy} rule): stage 1 trains on negative arguments only")
+    for note in dict.fromkeys(notes):
+        say(note)
+    say(f"stage 1 of 2: {profile.name}")
+    stage1 = train_lora(model, data.split("stage1", "train"), data.split("stage1", "valid"),
+                        out / "stage1", config, notes=notes, say=say)
+    say(f"stage 2 of 2: {profile.name}, continuing {stage1.adapter_dir}")
+    stage2 = train_lora(model, data.split("stage2", "train"), data.split("stage2", "valid"),
+                        out / "stage2", config, init_adapter=stage1.adapter_dir, say=say)
+    manifest = {
+        "method": "vim", "model": str(model), "target": profile.name,
+        "profile": profile.as_dict(), "threshold": threshold,
+        "strategy": strategy, "seed": seed, "limit": limit, "negatives_only": negatives_only,
+        "warnings": list(dict.fromkeys(notes)),
+        "stages": {"stage1": _stage_summary(stage1), "stage2": _stage_summary(stage2)},
+        "finished": _now(),
+    }
+    atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=1))
+    return VimResult(str(out), stage1, stage2, negatives_only, str(out / MANIFEST_NAME))
+
+
+def _stage_summary(result: TrainResult) -> dict[str, Any]:
+    return {"adapter_dir": result.adapter_dir, "best_epoch": result.best_epoch,
+            "best_valid_loss": result.best_valid_loss, "n_train": result.n_train,
+            "n_valid": result.n_valid, "n_shortened": result.n_shortened,
+            "first_loss": result.first_loss, "last_loss": result.last_loss}
