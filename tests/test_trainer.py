@@ -223,3 +223,42 @@ def test_a_killed_run_resumes_to_the_same_adapter(tiny_model_dir, tmp_path):
     steps = lambda d: [(r["step"], r.get("loss"), r.get("valid_loss"))  # noqa: E731
                        for r in log_records(d) if "loss" in r or "valid_loss" in r]
     assert steps(tmp_path / "resumed") == steps(tmp_path / "whole")  # no duplicate, none missing
+
+
+# --------------------------------------------------------------------------- CLI: train vim
+
+def test_cli_train_vim_bad_input_exits_2(cli, tmp_path):
+    out = tmp_path / "vim"
+    for args, message in [(["--target", "Nobody"], "Nobody"),
+                          (["--target", "Hed", "--threshold", "9"], "--threshold 9"),
+                          (["--target", "Hed", "--lr", "-1"], "--lr -1"),
+                          (["--target", "Hed", "--limit", "0"], "--limit 0"),
+                          (["--target", "Hed", "--strategy", "median"], "median")]:
+        result = cli("train", "vim", "--out", str(out), *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("target", ["Hed", "close_Ach"])
+def test_cli_train_vim_two_stages(cli, tiny_model_dir, tmp_path, target):
+    pytest.importorskip("valueharms.align.vim_data")
+    from peft import PeftConfig
+
+    out = tmp_path / "vim"
+    result = cli("train", "vim", "--model", str(tiny_model_dir), "--target", target, "--limit", "24",
+                 "--epochs", "1", "--max-length", "128", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    stage1 = json.loads((out / "stage1" / "manifest.json").read_text())
+    stage2 = json.loads((out / "stage2" / "manifest.json").read_text())
+    assert manifest["target"] == target and set(manifest["stages"]) == {"stage1", "stage2"}
+    assert stage2["init_adapter"] == str(out / "stage1")  # stage 2 continues stage 1
+    for stage in ("stage1", "stage2"):
+        assert PeftConfig.from_pretrained(str(out / stage)).r == 8
+    if target == "close_Ach":  # one of the five targets without positive arguments
+        assert manifest["negatives_only"] is True
+        assert "no positive arguments" in result.stderr
+        assert any("negative arguments only" in note for note in stage1["notes"])
+    else:
+        assert manifest["negatives_only"] is False

@@ -23,7 +23,7 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -450,11 +450,6 @@ def train_lora(model: str | None, train: Sequence[Example], valid: Sequence[Exam
     say(f"adapter -> {out} ({selection}"
         + (f": epoch {result.best_epoch}, valid loss {result.best_valid_loss:.4f})" if best else ")"))
     return result
-
-
-def with_overrides(config: TrainConfig, **changes: Any) -> TrainConfig:
-    """``config`` with the options that were given (None values are left as they are)."""
-    return replace(config, **{k: v for k, v in changes.items() if v is not None})
 
 
 # --------------------------------------------------------------------------- VIM
