@@ -227,17 +227,21 @@ def test_a_killed_run_resumes_to_the_same_adapter(tiny_model_dir, tmp_path):
 
 # --------------------------------------------------------------------------- CLI: train vim
 
-def test_cli_train_vim_bad_input_exits_2(cli, tmp_path):
+def test_cli_train_vim_bad_input_exits_2(cli, tmp_path, capsys):
+    from valueharms.cli import main
+
     out = tmp_path / "vim"
     for args, message in [(["--target", "Nobody"], "Nobody"),
                           (["--target", "Hed", "--threshold", "9"], "--threshold 9"),
                           (["--target", "Hed", "--lr", "-1"], "--lr -1"),
-                          (["--target", "Hed", "--limit", "0"], "--limit 0"),
-                          (["--target", "Hed", "--strategy", "median"], "median")]:
-        result = cli("train", "vim", "--out", str(out), *args)
-        assert result.returncode == 2, (args, result.stderr)
-        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+                          (["--target", "Hed", "--limit", "0"], "--limit 0")]:
+        assert main(["train", "vim", "--out", str(out), *args]) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
         assert not out.exists()
+    result = cli("train", "vim", "--out", str(out), "--target", "Hed", "--strategy", "median")
+    assert result.returncode == 2 and "median" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
 @pytest.mark.parametrize("target", ["Hed", "close_Ach"])

@@ -298,7 +298,10 @@ def _training_args(config: TrainConfig, output_dir: Path, has_valid: bool):
     return TrainingArguments(
         output_dir=str(output_dir), num_train_epochs=config.epochs, learning_rate=config.lr,
         lr_scheduler_type=config.scheduler, warmup_steps=0, weight_decay=0.0,
-        per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
+        per_device_train_batch_size=config.batch_size,
+        # no gradients in evaluation: batch up to 8 even when training uses accumulation
+        per_device_eval_batch_size=min(config.batch_size * config.grad_accum,
+                                       max(config.batch_size, 8)),
         gradient_accumulation_steps=config.grad_accum,
         eval_strategy="epoch" if has_valid else "no",
         save_strategy="steps", save_steps=config.save_steps, save_total_limit=2,
