@@ -1,0 +1,57 @@
+"""``valueharms prompt show``: the exact prompt one system sees for one benchmark item."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import InputError
+from . import add_data_dir, add_subcommands
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("prompt", help="inspect the prompts that reach the model")
+    cmds = add_subcommands(parser, "prompt_command")
+
+    p = cmds.add_parser("show", help="print the exact prompt for one system and benchmark item")
+    p.add_argument("--system", required=True,
+                   help="vanilla, vim:<target>, prompt:<target> or benign:<dataset>, "
+                        "optionally +safety, +value:<Value> or +dual:<Value>")
+    p.add_argument("--benchmark", required=True,
+                   help="rtp, holisticbiasr, hexphi, beavertails or advbench")
+    p.add_argument("--item", required=True, type=int, help="index in the benchmark's item list")
+    p.add_argument("--subset", default=None, help="benchmark subset (e.g. holisticbiasr dispreferred)")
+    p.add_argument("--model", default=None,
+                   help="model whose tokenizer renders the prompt (default: the embedded model)")
+    p.add_argument("--form", choices=("auto", "chat", "base"), default="auto",
+                   help="chat template (chat), plain text (base), or chat when the model has one")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON object with the item and the prompt instead of the bare prompt")
+    add_data_dir(p)
+    p.set_defaults(func=_show)
+
+
+def _show(args: argparse.Namespace) -> int:
+    from .. import benchmarks, prompts, systems
+    from ..models import load_tokenizer
+
+    # Check every argument before loading items or a tokenizer.
+    system = systems.parse_system(args.system, data_dir=args.data_dir)
+    prompts.benchmark_form(args.benchmark)
+    if args.item < 0:
+        raise InputError(f"--item {args.item}: must be 0 or more")
+    items = benchmarks.load_items(args.benchmark, subset=args.subset, data_dir=args.data_dir,
+                                  limit=args.item + 1)
+    if args.item >= len(items):
+        raise InputError(f"--item {args.item}: out of range; {args.benchmark} has {len(items)} items")
+    item = items[args.item]
+    tokenizer = load_tokenizer(args.model)
+    prompt = prompts.build_prompt(system, item, tokenizer, form=args.form, data_dir=args.data_dir)
+    if args.json:
+        json.dump({"system": system.key, "benchmark": item.benchmark, "item": args.item,
+                   "id": item.id, "category": item.category, "form": args.form,
+                   "prompt": prompt}, sys.stdout, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(prompt)  # exactly the prompt: it may end in a newline or not
+    return 0
