@@ -32,14 +32,16 @@ def register(sub) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from .. import benchmarks, prompts, systems
-    from ..models import load_tokenizer
+    from .. import prompts, systems
 
     # Check every argument before loading items or a tokenizer.
     system = systems.parse_system(args.system, data_dir=args.data_dir)
     prompts.benchmark_form(args.benchmark)
     if args.item < 0:
         raise InputError(f"--item {args.item}: must be 0 or more")
+    from .. import benchmarks
+    from ..models import load_tokenizer
+
     items = benchmarks.load_items(args.benchmark, subset=args.subset, data_dir=args.data_dir,
                                   limit=args.item + 1)
     if args.item >= len(items):
