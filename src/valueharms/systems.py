@@ -13,7 +13,7 @@ from pathlib import Path
 from . import targets
 from .errors import InputError
 from .records import System
-from .values import Profile, resolve_value
+from .values import SHORT, Profile, resolve_value
 
 KINDS = ("vanilla", "vim", "prompt", "benign")
 BENIGN_DATASETS = ("alpaca", "dolly", "grammar", "samsum")
@@ -31,7 +31,10 @@ def parse_mitigation(text: str) -> str:
     if kind in ("none", "safety") and not sep:
         return kind
     if kind in ("value", "dual") and value.strip():
-        return f"{kind}:{resolve_value(value.strip())}"
+        value = value.strip()
+        # short names in any case too (``hed``), so hand-typed keys normalise the same way
+        short = {s.lower(): s for s in SHORT}.get(value.lower(), value)
+        return f"{kind}:{resolve_value(short)}"
     raise InputError(f"mitigation {text!r}: expected none, safety, value:<Value> or dual:<Value>")
 
 
