@@ -80,6 +80,14 @@ class JsonlAppender:
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
+    def write_many(self, records: Iterable[dict]) -> None:
+        """Several complete lines with one fsync; a kill keeps a prefix of them (whole lines)."""
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        if text:
+            self._fh.write(text)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+
     def close(self) -> None:
         self._fh.close()
 
