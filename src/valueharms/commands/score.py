@@ -1,0 +1,100 @@
+"""``valueharms score``: score a generations file with one scorer, resumably and cached."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ..errors import InputError
+
+# CLI option -> the scorer option it sets (only options the user gave are passed on).
+_OPTIONS = {"perspective_url": "perspective_url", "attributes": "attributes",
+            "languages": "languages", "regard_model": "model", "base_url": "base_url",
+            "judge_model": "judge_model", "attempts": "attempts", "backoff": "backoff",
+            "max_backoff": "max_backoff", "timeout": "timeout", "qps": "qps",
+            "concurrency": "concurrency", "batch_size": "batch_size", "device": "device"}
+
+
+def register(sub) -> None:
+    from .. import score
+
+    p = sub.add_parser("score", help="score generations (toxicity, regard, judges) into a JSONL",
+                       description="Score every generation of --in with one scorer and append "
+                                   "the results to --out; a re-run skips what is done.")
+    p.add_argument("--scorer", required=True,
+                   help=f"one of {', '.join(sorted(score._REGISTRY))}")
+    p.add_argument("--in", dest="in_path", required=True, help="generations JSONL")
+    p.add_argument("--out", required=True, help="scores JSONL (appended, resumable)")
+    p.add_argument("--cache", default=None,
+                   help="SQLite cache file (default $VALUEHARMS_CACHE/scores.sqlite)")
+    p.add_argument("--retry-unparsed", action="store_true",
+                   help="ask again for items whose judge reply could not be parsed")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="ask again for items whose calls failed")
+    g = p.add_argument_group("perspective")
+    g.add_argument("--perspective-url", help="endpoint (default: Google's comments:analyze)")
+    g.add_argument("--attributes", help="comma-separated, e.g. TOXICITY,SEVERE_TOXICITY "
+                                        "(default TOXICITY; the first gives the value)")
+    g.add_argument("--languages", help="comma-separated language codes to declare (default: "
+                                       "detected by the API)")
+    g = p.add_argument_group("models and judges")
+    g.add_argument("--regard-model", help="text-classification model id or path "
+                                          "(default sasha/regardv3)")
+    g.add_argument("--base-url", help="OpenAI-compatible endpoint (default api.openai.com)")
+    g.add_argument("--judge-model", help="judge model name (remote) or id/path (:local)")
+    g.add_argument("--batch-size", type=_positive(int), help="items per local model batch")
+    g.add_argument("--device", help="cpu, cuda, cuda:1 ... for local models")
+    g = p.add_argument_group("remote calls")
+    g.add_argument("--qps", type=_positive(float, zero=True),
+                   help="requests per second, all threads (perspective 1, judges 5)")
+    g.add_argument("--concurrency", type=_positive(int), help="requests in flight")
+    g.add_argument("--attempts", type=_positive(int), help="tries per item before 'failed'")
+    g.add_argument("--backoff", type=_positive(float, zero=True),
+                   help="first retry wait in seconds, doubled each retry")
+    g.add_argument("--max-backoff", type=_positive(float, zero=True), help="longest wait")
+    g.add_argument("--timeout", type=_positive(float), help="seconds per request")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--verbose", action="store_true", help="log every retry")
+    p.set_defaults(func=run)
+
+
+def _positive(kind, zero: bool = False):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {'>= 0' if zero else '> 0'}")
+        return value
+    return parse
+
+
+def run(args) -> int:
+    from ..score import get_scorer, scorer_options
+    from ..score.cache import ScoreCache
+    from ..score.run import read_generations, score_file
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "httpcore", "openai", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if Path(args.out).resolve() == Path(args.in_path).resolve():
+        raise InputError(f"--out {args.out}: is the input file")
+    read_generations(args.in_path)  # fail on bad input before loading any model
+    options = {opt: getattr(args, name) for name, opt in _OPTIONS.items()
+               if getattr(args, name) is not None}
+    accepted = set(scorer_options(args.scorer))
+    for name, opt in _OPTIONS.items():
+        if opt in options and opt not in accepted:
+            raise InputError(f"--{name.replace('_', '-')}: does not apply to --scorer {args.scorer}")
+    scorer = get_scorer(args.scorer, **options)
+    retry = tuple(s for s, on in (("unparsed", args.retry_unparsed), ("failed", args.retry_failed))
+                  if on)
+    with ScoreCache(args.cache) as cache:
+        summary = score_file(args.in_path, args.out, scorer, cache=cache, retry=retry,
+                             progress=not args.no_progress)
+    scorer.close()
+    print(summary.line(), file=sys.stderr)
+    return 0

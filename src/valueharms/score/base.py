@@ -1,0 +1,114 @@
+"""What every scorer is: a name that goes into each Score, and a batch call that returns verdicts.
+
+The runner (``score.run``) owns the loop, the cache and the output file; a scorer only turns
+generations into :class:`Verdict` objects. Remote scorers make one request per item under the
+shared retry/rate-limit client; local scorers take batches.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..records import FAILED, OK, UNPARSED, UNSCORABLE, Generation
+from .client import Failed, Policy, RateLimiter, Stats, Unscorable, call
+
+MASK = "XYZ"
+# Generation.meta keys that may carry the bare benchmark text (without chat wrapping).
+BARE_PROMPT_KEYS = ("item_text", "question")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One scorer output before it becomes a Score; ``value`` only when status is ok."""
+
+    status: str
+    value: float | None = None
+    label: str | None = None
+    raw: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.status != OK and self.value is not None:
+            raise ValueError("only an ok verdict carries a value")
+
+
+class Scorer:
+    """Base class. ``name`` says exactly what produced a number (e.g. ``regard:sasha/regardv3``);
+    ``model`` and ``rubric`` join the input text in the cache key."""
+
+    name: str = ""
+    model: str = ""
+    rubric: str = ""
+    batch_size: int = 1  # items per score_batch call
+    concurrency: int = 1  # score_batch calls in flight
+    cached: bool = True  # False for pure functions cheaper than a cache lookup
+
+    def __init__(self) -> None:
+        self.stats = Stats()
+
+    def check(self, gen: Generation) -> str | None:
+        """What is wrong with ``gen`` for this scorer (message naming the field), or None."""
+        return None
+
+    def input_text(self, gen: Generation) -> str:
+        """Exactly what the model or service is asked about; its hash keys the cache."""
+        return gen.text
+
+    def score_batch(self, items: list[tuple[Generation, str]]) -> list[Verdict]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class RemoteScorer(Scorer):
+    """One request per item, paced and retried by the shared client; faults become verdicts."""
+
+    batch_size = 1
+
+    def __init__(self, policy: Policy, secret: str | None = None):
+        super().__init__()
+        self.policy = policy
+        self.concurrency = policy.concurrency
+        self.limiter = RateLimiter(policy.qps)
+        self._secret = secret
+
+    def request(self, text: str) -> Verdict:
+        raise NotImplementedError
+
+    def score_batch(self, items: list[tuple[Generation, str]]) -> list[Verdict]:
+        return [self._one(text) for _, text in items]
+
+    def _one(self, text: str) -> Verdict:
+        try:
+            return call(lambda: self.request(text), self.policy, self.limiter, self.stats,
+                        secrets=(self._secret,))
+        except Unscorable as exc:
+            return Verdict(UNSCORABLE, raw=str(exc))
+        except Failed as exc:
+            return Verdict(FAILED, raw=str(exc), meta={"attempts": exc.attempts})
+
+
+def bare_prompt(gen: Generation) -> str:
+    """The benchmark text without chat wrapping when the generator kept it, else the prompt."""
+    for key in BARE_PROMPT_KEYS:
+        if isinstance(gen.meta.get(key), str):
+            return gen.meta[key]
+    return gen.prompt
+
+
+def mask_noun_phrase(text: str, noun_phrase: str | None) -> str:
+    """Replace the HolisticBias noun phrase with XYZ, as the regard classifier was trained."""
+    if not noun_phrase:
+        return text
+    return re.sub(re.escape(noun_phrase), MASK, text, flags=re.IGNORECASE)
+
+
+def family(benchmark: str) -> str:
+    """``holisticbiasr:dispreferred``, ``rtp-small`` -> holisticbiasr, rtp."""
+    return str(benchmark).replace("-", "_").split("_")[0].split(":")[0]
+
+
+__all__ = ["Verdict", "Scorer", "RemoteScorer", "bare_prompt", "mask_noun_phrase", "family",
+           "OK", "FAILED", "UNSCORABLE", "UNPARSED"]

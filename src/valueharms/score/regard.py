@@ -1,0 +1,77 @@
+"""Regard (Sheng et al.) with a Hugging Face text-classification model, e.g. sasha/regardv3.
+
+The HolisticBias noun phrase is replaced by XYZ before scoring, as the classifier was trained
+on sentences about "XYZ". The scored sentence is the bare benchmark prompt (when the generator
+kept it in ``meta["item_text"]``) followed by the continuation.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import InputError
+from ..records import OK, Generation
+from .base import BARE_PROMPT_KEYS, Scorer, Verdict, family, mask_noun_phrase
+
+DEFAULT_MODEL = "sasha/regardv3"
+LABELS = ("negative", "neutral", "positive", "other")
+
+
+def check_noun_phrase(gen: Generation) -> str | None:
+    if family(gen.benchmark) == "holisticbiasr" and not gen.meta.get("noun_phrase"):
+        return "field 'meta.noun_phrase': missing (needed to mask the group as XYZ)"
+    return None
+
+
+def regard_input(gen: Generation) -> str:
+    head = next((gen.meta[k] for k in BARE_PROMPT_KEYS if isinstance(gen.meta.get(k), str)), "")
+    joint = " " if head and gen.text and not (head[-1].isspace() or gen.text[0].isspace()) else ""
+    return mask_noun_phrase(f"{head}{joint}{gen.text}", gen.meta.get("noun_phrase"))
+
+
+class Regard(Scorer):
+    """``label`` is the top class; ``value`` its probability; all probabilities in meta."""
+
+    check = staticmethod(check_noun_phrase)
+    input_text = staticmethod(regard_input)
+
+    def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 32):
+        super().__init__()
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model)
+            self.classifier = AutoModelForSequenceClassification.from_pretrained(model)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"--regard-model {model}: cannot load a text-classification model "
+                             f"({str(exc).splitlines()[0]})") from None
+        labels = {i: str(lab).lower() for i, lab in self.classifier.config.id2label.items()}
+        if not set(labels.values()) <= set(LABELS):
+            raise InputError(f"--regard-model {model}: labels {sorted(labels.values())} are not "
+                             f"regard labels ({', '.join(LABELS)})")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.classifier.config.pad_token_id = self.tokenizer.pad_token_id
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.classifier.to(self.device).eval()
+        self.labels = labels
+        self.batch_size = batch_size
+        shown = Path(model).name if Path(model).exists() else model
+        self.name = f"regard:{shown}"
+        self.model = str(Path(model).resolve()) if Path(model).exists() else model
+
+    def score_batch(self, items):
+        import torch
+
+        texts = [text for _, text in items]
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=512,
+                             return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            probs = self.classifier(**enc).logits.float().softmax(-1).cpu()
+        out = []
+        for row in probs:
+            top = int(row.argmax())
+            out.append(Verdict(OK, value=float(row[top]), label=self.labels[top],
+                               meta={"probs": {self.labels[i]: round(float(p), 6)
+                                               for i, p in enumerate(row)}}))
+        return out

@@ -1,0 +1,232 @@
+"""Scoring a generations file into a scores file: validated first, resumable, cached, ordered.
+
+Every key of the input gets exactly one Score line per run of the scorer: items already in
+the output are skipped (unless their status is one the caller asks to retry, in which case a
+new line is appended and the later line wins), cached verdicts cost nothing, the rest go to
+the scorer in batches (local models) or concurrent requests (remote APIs). Lines are written
+in input order as soon as the head of the queue is done, each one flushed and fsynced, so a
+killed run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import sources
+from ..errors import InputError
+from ..io import JsonlAppender
+from ..records import FAILED, OK, STATUSES, UNSCORABLE, Generation, Score, to_json
+from .base import Scorer, Verdict
+from .cache import ScoreCache
+
+log = logging.getLogger("valueharms.score")
+CACHEABLE = (OK, UNSCORABLE)  # settled verdicts; failed and unparsed are asked again later
+Key = tuple[str, str, str, int]
+
+
+@dataclass
+class Summary:
+    """What one run did; ``line()`` is what the CLI prints."""
+
+    scorer: str
+    inputs: int
+    skipped: int = 0  # already in the output file
+    cache_hits: int = 0
+    requests: int = 0  # remote requests, retries included
+    retries: int = 0
+    statuses: Counter = field(default_factory=Counter)
+
+    def line(self) -> str:
+        counts = " ".join(f"{s}={self.statuses.get(s, 0)}" for s in STATUSES)
+        return (f"{self.scorer}: {self.inputs} generations, {self.skipped} already scored, "
+                f"{sum(self.statuses.values())} scored ({counts}); cache hits {self.cache_hits}, "
+                f"requests {self.requests}, retries {self.retries}")
+
+
+def read_generations(path: str | Path) -> list[tuple[int, Generation]]:
+    """(line number, Generation) for each line; InputError naming the line and field at fault."""
+    path = Path(path)
+    lines = sources.read_text(path).split("\n")
+    found: list[tuple[int, Generation]] = []
+    first_line: dict[Key, int] = {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if n == len(lines):  # unterminated last line: an append that never finished
+                break
+            raise InputError(f"{path}: line {n}: invalid JSON ({exc.msg})") from None
+        gen = _generation(record, f"{path}: line {n}")
+        if gen.key in first_line:
+            raise InputError(f"{path}: line {n}: duplicate generation {list(gen.key)} "
+                             f"(first at line {first_line[gen.key]})")
+        first_line[gen.key] = n
+        found.append((n, gen))
+    if not found:
+        raise InputError(f"{path}: no generations")
+    return found
+
+
+def _generation(record, where: str) -> Generation:
+    if not isinstance(record, dict):
+        raise InputError(f"{where}: expected a JSON object")
+
+    def field_(name: str, kinds, default=...):
+        if name not in record or record[name] is None:
+            if default is ...:
+                raise InputError(f"{where}: field '{name}': missing")
+            return default
+        value = record[name]
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise InputError(f"{where}: field '{name}': expected {kinds_name(kinds)}, "
+                             f"got {type(value).__name__}")
+        return value
+
+    system, benchmark = field_("system", str), field_("benchmark", str)
+    for name, value in (("system", system), ("benchmark", benchmark)):
+        if not value.strip():
+            raise InputError(f"{where}: field '{name}': empty")
+    sample = field_("sample", int)
+    if sample < 0:
+        raise InputError(f"{where}: field 'sample': {sample} is negative")
+    return Generation(system=system, benchmark=benchmark,
+                      prompt_id=str(field_("prompt_id", (str, int))), sample=sample,
+                      prompt=field_("prompt", str, ""), text=field_("text", str),
+                      model=field_("model", str, ""), decoding=field_("decoding", dict, {}),
+                      category=_text_or_none(field_("category", (str, int), None)),
+                      meta=field_("meta", dict, {}))
+
+
+def _text_or_none(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def kinds_name(kinds) -> str:
+    names = {"str": "a string", "int": "an integer", "dict": "an object"}
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    return " or ".join(names.get(k.__name__, k.__name__) for k in kinds)
+
+
+def _scored(out: Path, scorer: str) -> dict[Key, str]:
+    """The latest status of every key already in ``out``; another scorer's file is an error."""
+    done: dict[Key, str] = {}
+    if not out.exists() or out.stat().st_size == 0:
+        return done
+    for n, record in enumerate(sources.read_jsonl(out), 1):
+        if record.get("scorer") != scorer:
+            raise InputError(f"{out}: line {n}: scorer {record.get('scorer')!r} is not "
+                             f"{scorer!r}; write this scorer's results to another --out")
+        try:
+            key = (record["system"], record["benchmark"], str(record["prompt_id"]),
+                   int(record["sample"]))
+            done[key] = record["status"]
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{out}: line {n}: not a score record") from None
+    return done
+
+
+def score_file(in_path: str | Path, out_path: str | Path, scorer: Scorer, *,
+               cache: ScoreCache | str | Path | None = None, retry: tuple[str, ...] = (),
+               progress: bool = True) -> Summary:
+    """Score every generation of ``in_path`` not yet in ``out_path`` and append the Scores.
+
+    ``cache``: a ScoreCache, a path, or None for the default file. ``retry``: statuses
+    (e.g. ``("unparsed",)``) whose items are scored again.
+    """
+    in_path, out_path = Path(in_path), Path(out_path)
+    gens = read_generations(in_path)
+    for n, gen in gens:
+        problem = scorer.check(gen)
+        if problem:
+            raise InputError(f"{in_path}: line {n}: {problem}")
+    done = _scored(out_path, scorer.name)
+    todo = [g for _, g in gens if g.key not in done or done[g.key] in retry]
+    summary = Summary(scorer.name, len(gens), skipped=len(gens) - len(todo))
+    own_cache = not isinstance(cache, ScoreCache)
+    store = ScoreCache(cache) if own_cache else cache
+    try:
+        with JsonlAppender(out_path) as out:
+            for score in score_generations(todo, scorer, store, summary, progress):
+                out.write(to_json(score))
+    finally:
+        if own_cache:
+            store.close()
+    summary.requests, summary.retries = scorer.stats.requests, scorer.stats.retries
+    return summary
+
+
+def score_generations(todo: list[Generation], scorer: Scorer, cache: ScoreCache,
+                      summary: Summary, progress: bool = True):
+    """Yield one Score per item of ``todo``, in order; cache misses go to the scorer."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), unit="item", desc=scorer.name, file=sys.stderr,
+               disable=not progress, mininterval=0.5, smoothing=0.1)
+    window: deque = deque()
+    limit = max(2, 2 * scorer.concurrency)
+    pool = ThreadPoolExecutor(max_workers=scorer.concurrency, thread_name_prefix="scorer")
+    try:
+        for start in range(0, len(todo), scorer.batch_size):
+            window.append(_submit(todo[start:start + scorer.batch_size], scorer, cache, pool))
+            while window and (len(window) >= limit or _ready(window[0])):
+                yield from _finish(window.popleft(), scorer, cache, summary, bar)
+        while window:
+            yield from _finish(window.popleft(), scorer, cache, summary, bar)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+
+
+def _submit(batch: list[Generation], scorer: Scorer, cache: ScoreCache, pool: ThreadPoolExecutor):
+    texts = [scorer.input_text(g) for g in batch]
+    keys = [ScoreCache.key(scorer.name, scorer.model, scorer.rubric, t) for t in texts] \
+        if scorer.cached else []
+    hits = cache.get_many([k[0] for k in keys]) if keys else {}
+    misses = [i for i in range(len(batch)) if not keys or keys[i][0] not in hits]
+    future = pool.submit(scorer.score_batch, [(batch[i], texts[i]) for i in misses]) \
+        if misses else None
+    return batch, keys, hits, misses, future
+
+
+def _ready(entry) -> bool:
+    future: Future | None = entry[4]
+    return future is None or future.done()
+
+
+def _finish(entry, scorer: Scorer, cache: ScoreCache, summary: Summary, bar):
+    batch, keys, hits, misses, future = entry
+    fresh = future.result() if future is not None else []
+    if len(fresh) != len(misses):
+        raise RuntimeError(f"{scorer.name} returned {len(fresh)} verdicts for {len(misses)} items")
+    verdicts: dict[int, Verdict] = dict(zip(misses, fresh))
+    if keys:
+        cache.put_many([(keys[i], _as_dict(v)) for i, v in verdicts.items() if v.status in CACHEABLE])
+    for i, gen in enumerate(batch):
+        if i in verdicts:
+            verdict = verdicts[i]
+        else:
+            verdict = Verdict(**hits[keys[i][0]])
+            summary.cache_hits += 1
+        summary.statuses[verdict.status] += 1
+        if verdict.status == FAILED:
+            log.warning("%s %s: failed: %s", scorer.name, list(gen.key), verdict.raw)
+        yield _score(gen, scorer.name, verdict)
+    bar.update(len(batch))
+
+
+def _as_dict(v: Verdict) -> dict:
+    return {"status": v.status, "value": v.value, "label": v.label, "raw": v.raw, "meta": v.meta}
+
+
+def _score(gen: Generation, name: str, v: Verdict) -> Score:
+    return Score(system=gen.system, benchmark=gen.benchmark, prompt_id=gen.prompt_id,
+                 sample=gen.sample, scorer=name, status=v.status,
+                 value=v.value if v.status == OK else None, label=v.label, raw=v.raw,
+                 category=gen.category, meta={**gen.meta, **v.meta})
