@@ -245,23 +245,35 @@ needs_benchmarks = pytest.mark.skipif(importlib.util.find_spec("valueharms.bench
 
 
 @needs_benchmarks
-def test_prompt_show_every_method_and_form(cli, tiny_model_dir, data_dir, tokenizer):
+def test_prompt_show_every_method_and_form(cli, tiny_model_dir, data_dir, tokenizer, tmp_path):
+    """Each method on a continuation and a question benchmark; chat form once per benchmark
+    (loading a tokenizer in a fresh process takes seconds)."""
     from valueharms.benchmarks import load_items
 
-    keys = ("vanilla", "vim:Hed+safety", "prompt:Hed+value:Hed", "benign:grammar+dual:Pow")
-    for benchmark in ("rtp", "hexphi"):
-        first = load_items(benchmark, data_dir=str(data_dir), limit=2)[1]
-        for key, form in zip(keys, ("auto", "base", "chat", "base")):
+    profiles = tmp_path / "people.csv"
+    profiles.write_text("name," + ",".join(VALUES) + "\nperson_a,"
+                        + ",".join(map(str, PERSON.scores)) + "\n")
+    keys = ("vim:Hed+safety", "prompt:person_a+value:Hed", "benign:grammar+dual:Pow")
+    for benchmark, chat_key in (("rtp", "vim:Hed+safety"), ("hexphi", "prompt:person_a+value:Hed")):
+        second = load_items(benchmark, data_dir=str(data_dir), limit=2)[1]
+        for key in keys:
+            form = "chat" if key == chat_key else "base"
             result = cli("prompt", "show", "--system", key, "--benchmark", benchmark, "--item", "1",
-                         "--model", str(tiny_model_dir), "--form", form, "--json")
+                         "--model", str(tiny_model_dir), "--form", form, "--json",
+                         "--profiles", str(profiles))
             assert result.returncode == 0, result.stderr
             shown = json.loads(result.stdout)
-            expected = prompts.build_prompt(systems.parse_system(key), first, tokenizer, form=form)
-            assert shown["prompt"] == expected and shown["id"] == first.id
-        bare = cli("prompt", "show", "--system", "vanilla", "--benchmark", benchmark, "--item", "1",
-                   "--model", str(tiny_model_dir), "--form", "base")
-        assert bare.returncode == 0 and bare.stdout == prompts.question_text(
-            systems.parse_system("vanilla"), first)
+            s = system(key)
+            assert shown["prompt"] == prompts.build_prompt(s, second, tokenizer, form=form,
+                                                           profile=profile_of(s))
+            assert (shown["system"], shown["id"]) == (s.key, second.id)
+            assert ("<|im_start|>" in shown["prompt"]) == (form == "chat")
+        # vanilla, and the bare prompt as printed without --json
+        bare = cli("prompt", "show", "--system", "vanilla", "--benchmark", benchmark,
+                   "--item", "1", "--form", "base")
+        assert bare.returncode == 0, bare.stderr
+        assert bare.stdout == (second.text if benchmark == "rtp"
+                               else f"QUESTION: {second.text}\nANSWER:")
     too_far = cli("prompt", "show", "--system", "vanilla", "--benchmark", "advbench",
-                  "--item", "100000", "--model", str(tiny_model_dir))
+                  "--item", "100000", "--form", "base")
     assert too_far.returncode == 2 and "out of range" in too_far.stderr

@@ -22,9 +22,12 @@ def register(sub) -> None:
     p.add_argument("--item", required=True, type=int, help="index in the benchmark's item list")
     p.add_argument("--subset", default=None, help="benchmark subset (e.g. holisticbiasr dispreferred)")
     p.add_argument("--model", default=None,
-                   help="model whose tokenizer renders the prompt (default: the embedded model)")
+                   help="model whose chat template renders the prompt (default: the embedded model; "
+                        "not read with --form base)")
     p.add_argument("--form", choices=("auto", "chat", "base"), default="auto",
                    help="chat template (chat), plain text (base), or chat when the model has one")
+    p.add_argument("--profiles", default=None, metavar="FILE",
+                   help="your own target profiles (.csv/.json/.toml) for prompt:/vim: systems")
     p.add_argument("--json", action="store_true",
                    help="print a JSON object with the item and the prompt instead of the bare prompt")
     add_data_dir(p)
@@ -32,10 +35,12 @@ def register(sub) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from .. import prompts, systems
+    from .. import prompts, systems, targets
 
     # Check every argument before loading items or a tokenizer.
-    system = systems.parse_system(args.system, data_dir=args.data_dir)
+    extra = targets.read_profiles(args.profiles) if args.profiles else []
+    system = systems.parse_system(args.system, data_dir=args.data_dir, extra=extra)
+    profile = targets.find(system.target, args.data_dir, extra) if system.kind == "prompt" else None
     prompts.benchmark_form(args.benchmark)
     if args.item < 0:
         raise InputError(f"--item {args.item}: must be 0 or more")
@@ -47,8 +52,9 @@ def _show(args: argparse.Namespace) -> int:
     if args.item >= len(items):
         raise InputError(f"--item {args.item}: out of range; {args.benchmark} has {len(items)} items")
     item = items[args.item]
-    tokenizer = load_tokenizer(args.model)
-    prompt = prompts.build_prompt(system, item, tokenizer, form=args.form, data_dir=args.data_dir)
+    # The base form is the text itself; only a chat template needs the tokenizer (seconds to load).
+    tokenizer = None if args.form == "base" else load_tokenizer(args.model)
+    prompt = prompts.build_prompt(system, item, tokenizer, profile=profile, form=args.form)
     if args.json:
         json.dump({"system": system.key, "benchmark": item.benchmark, "item": args.item,
                    "id": item.id, "category": item.category, "form": args.form,
