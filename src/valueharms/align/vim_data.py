@@ -125,31 +125,25 @@ _LABELS = sorted(PVQ_SCALE.items(), key=lambda item: -len(item[1]))  # longest f
 _LABEL_RE = re.compile(r"\b(" + "|".join(re.escape(label) for _, label in _LABELS) + r")\b",
                        re.IGNORECASE)
 _LABEL_NUMBER = {label.lower(): n for n, label in PVQ_SCALE.items()}
-_LEADING = re.compile(r"^[\W_]*([1-6])(?![\d]|[.,]\d)")
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?(?![\w]|[.,]\d)")
 
 
 def parse_survey_answer(text: str) -> int | None:
     """The 1..6 answer in a model's reply, or None when it is not clear.
 
-    Accepted: a reply that starts with a number 1-6 ("4", "**5** - Like me"); a reply that
-    starts with a scale label ("Somewhat like me"); otherwise a reply that holds exactly one
-    number (1-6) or exactly one distinct scale label. A number that contradicts a scale label
-    in the same reply, several numbers, or numbers outside 1..6 give None.
+    Accepted: one number 1-6 (possibly repeated: "4", "**5** - Like me") or, with no number,
+    one scale label ("Somewhat like me"). Several different numbers, a number outside 1..6
+    or a fraction, a label that contradicts the number, or two different labels give None.
     """
     text = " ".join(str(text).split())
     labels = {_LABEL_NUMBER[m.lower()] for m in _LABEL_RE.findall(text)}
-    leading = _LEADING.match(text)
-    if leading:
-        number = int(leading.group(1))
-        return number if labels <= {number} else None
-    numbers = _NUMBER.findall(text)
-    if numbers:
-        if len(numbers) == 1 and numbers[0] in {"1", "2", "3", "4", "5", "6"}:
-            number = int(numbers[0])
-            return number if labels <= {number} else None
+    numbers = set(_NUMBER.findall(text))
+    if not numbers:
+        return labels.pop() if len(labels) == 1 else None
+    if len(numbers) > 1 or numbers - {"1", "2", "3", "4", "5", "6"}:
         return None
-    return labels.pop() if len(labels) == 1 else None
+    number = int(numbers.pop())
+    return number if labels <= {number} else None
 
 
 # --------------------------------------------------------------------------- vectorised core
