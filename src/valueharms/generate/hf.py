@@ -1,0 +1,147 @@
+"""transformers + PEFT backend: one base model load, many LoRA adapters, mixed-adapter batches.
+
+Sampling is done per row: a logits processor draws each row's token from that row's own
+``torch.Generator`` (seeded by the request) after temperature and top-p, and leaves only that
+token for the greedy search of ``model.generate``. So a row's draws depend on its seed alone,
+not on which rows share its batch, how many there are, or the device (the draws are on CPU).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList,
+                          StoppingCriteriaList, StopStringCriteria, TemperatureLogitsWarper,
+                          TopPLogitsWarper)
+
+from .. import models, prompts
+from ..errors import InputError
+from ..records import BenchmarkItem, Decoding, System
+from ..values import Profile
+from . import GenRequest, GenResult, truncate_at_stop
+
+BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+
+
+class RowSampler(LogitsProcessor):
+    """Sample each row with its own generator; return scores that make greedy pick the draw."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float):
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        warpers = [TemperatureLogitsWarper(temperature)]
+        if top_p < 1.0:
+            warpers.append(TopPLogitsWarper(top_p))
+        self.warpers = LogitsProcessorList(warpers)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs = torch.softmax(self.warpers(input_ids, scores.float()), dim=-1).double().cpu()
+        # Exactly one uniform per row and step: inverse-CDF sampling.
+        u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in self.generators])
+        cdf = probs.cumsum(dim=-1)
+        tokens = (cdf <= u[:, None] * cdf[:, -1:]).sum(dim=-1)  # first token past u
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(1, tokens[:, None].to(scores.device), 0.0)
+        return out
+
+
+class HFBackend:
+    """Generate with transformers; LoRA adapters are loaded once, by directory, on first use."""
+
+    rows_independent = False
+
+    def __init__(self, model: str | None = None, *, device: str | None = None,
+                 dtype: str | None = None, batch_size: int = 8, form: str = "auto",
+                 model_name: str | None = None):
+        if batch_size < 1:
+            raise InputError(f"--batch-size {batch_size}: must be at least 1")
+        self.lm, self.tokenizer = models.load_model(model, device, dtype)
+        self.tokenizer.padding_side = "left"  # decoder-only: new tokens follow the prompt
+        self.device = self.lm.device
+        self.batch_size = batch_size
+        self.form = form
+        self.model = model_name or model or models.DEFAULT_MODEL
+        self.peft = None  # the PeftModel wrapping self.lm once an adapter is loaded
+        self.adapters: dict[str, str] = {}  # adapter directory -> PEFT adapter name
+        self._stops: dict[tuple[str, ...], StopStringCriteria] = {}  # costly to build: once each
+        eos = self.lm.generation_config.eos_token_id
+        self.eos = eos if eos is not None else self.tokenizer.eos_token_id
+
+    # ------------------------------------------------------------------ interface
+
+    def prompt(self, system: System, item: BenchmarkItem, profile: Profile | None) -> str:
+        return prompts.build_prompt(system, item, self.tokenizer, profile=profile, form=self.form)
+
+    def prompt_length(self, prompt: str) -> int:
+        return len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        results: list[GenResult | None] = [None] * len(requests)
+        groups: dict[Decoding, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(r.decoding, []).append(i)
+        for decoding, rows in groups.items():
+            # Longest first, so each batch holds prompts of similar length (little padding).
+            rows.sort(key=lambda i: -self.prompt_length(requests[i].prompt))
+            for start in range(0, len(rows), self.batch_size):
+                chunk = rows[start:start + self.batch_size]
+                for i, text in zip(chunk, self._batch([requests[i] for i in chunk], decoding)):
+                    results[i] = GenResult(text)
+        return results  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ adapters
+
+    def load_adapters(self, paths: list[str]) -> None:
+        for path in paths:
+            self.adapter_name(path)
+
+    def adapter_name(self, path: str) -> str:
+        """Load the adapter at ``path`` (once) and return its PEFT name."""
+        key = str(Path(path).resolve())
+        if key in self.adapters:
+            return self.adapters[key]
+        if not (Path(path) / "adapter_config.json").is_file():
+            raise InputError(f"adapter {path}: no adapter_config.json (not a PEFT LoRA directory)")
+        from peft import PeftModel
+
+        name = f"adapter{len(self.adapters)}"  # PEFT names may not contain dots or slashes
+        try:
+            if self.peft is None:
+                self.peft = PeftModel.from_pretrained(self.lm, path, adapter_name=name)
+            else:
+                self.peft.load_adapter(path, adapter_name=name)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise InputError(f"adapter {path}: cannot load onto {self.model} "
+                             f"({str(exc).splitlines()[0]})") from None
+        self.peft.eval()
+        self.adapters[key] = name
+        return name
+
+    # ------------------------------------------------------------------ decoding
+
+    def _stop_criteria(self, stop: tuple[str, ...]) -> StopStringCriteria:
+        if stop not in self._stops:
+            self._stops[stop] = StopStringCriteria(self.tokenizer, list(stop))
+        return self._stops[stop]
+
+    def _batch(self, requests: list[GenRequest], decoding: Decoding) -> list[str]:
+        names = [self.adapter_name(r.adapter) if r.adapter else BASE for r in requests]
+        enc = self.tokenizer([r.prompt for r in requests], return_tensors="pt", padding=True,
+                             add_special_tokens=False).to(self.device)
+        config = GenerationConfig(max_new_tokens=decoding.max_new_tokens, do_sample=False,
+                                  pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos)
+        processors = LogitsProcessorList()
+        if decoding.temperature > 0:
+            processors.append(RowSampler([r.seed for r in requests], decoding.temperature,
+                                         decoding.top_p))
+        # A row that has produced a stop string stops (the text is cut at it below).
+        stopping = StoppingCriteriaList([self._stop_criteria(decoding.stop)] if decoding.stop else [])
+        kwargs = dict(generation_config=config, logits_processor=processors,
+                      stopping_criteria=stopping)
+        with torch.inference_mode():
+            if self.peft is None:
+                out = self.lm.generate(**enc, **kwargs)
+            else:
+                out = self.peft.generate(**enc, **kwargs, adapter_names=names)
+        new = out[:, enc["input_ids"].shape[1]:]
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return [truncate_at_stop(t, decoding.stop) for t in texts]

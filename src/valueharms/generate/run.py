@@ -1,0 +1,183 @@
+"""Drive a backend over systems x benchmark items x samples into a resumable JSONL file.
+
+Resuming. The file holds one line per (system, benchmark, prompt id, sample); a rerun reads it
+and generates only what is missing, so a killed run ends without duplicates or gaps.
+
+Same result as an uninterrupted run. Each row's randomness comes from its own seed,
+``row_seed(seed, system, benchmark, prompt_id, sample)``, never from a shared stream, so it
+does not depend on batch composition or on what was done before. The batch plan (rows sorted
+by prompt length, then cut into batches) is a pure function of the inputs; a backend whose
+rows can influence each other numerically (``rows_independent = False``: padding, batch
+shapes) gets every planned batch that still has a missing row repeated whole, and only the
+missing rows are written. Rows are written in plan order, so the resumed file is the
+uninterrupted file, line for line.
+
+Failures. A request the backend could not serve (e.g. an API that kept failing) is not written
+to the output; it goes to ``<out>.failed.jsonl`` with its error and is retried by the next run.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .. import targets
+from ..errors import InputError
+from ..io import JsonlAppender
+from ..records import BenchmarkItem, Decoding, Generation, System, to_json
+from ..values import Profile
+from . import Backend, GenRequest, row_seed
+
+
+@dataclass(frozen=True)
+class Row:
+    """One (system, item, sample) to generate, with the exact prompt and its request."""
+
+    system: System
+    item: BenchmarkItem
+    sample: int
+    request: GenRequest
+
+    @property
+    def key(self) -> tuple[str, str, str, int]:
+        return (self.system.key, self.item.benchmark, self.item.id, self.sample)
+
+
+@dataclass(frozen=True)
+class Summary:
+    out: Path
+    planned: int  # rows this run is responsible for
+    already_done: int  # found in the file at the start
+    written: int
+    failed: int
+    failures: Path | None  # the file listing failed rows, when there are any
+
+
+def failures_path(out_file: str | os.PathLike) -> Path:
+    out = Path(out_file)
+    stem = out.name[:-len(".jsonl")] if out.name.endswith(".jsonl") else out.name
+    return out.with_name(stem + ".failed.jsonl")
+
+
+def plan_rows(systems: list[System], items: list[BenchmarkItem], backend: Backend,
+              decoding: Decoding, profiles: dict[str, Profile] | None = None,
+              data_dir: str | None = None) -> list[list[Row]]:
+    """Every row, cut into the batches the backend will see (a pure function of the inputs)."""
+    keys = [s.key for s in systems]
+    if len(set(keys)) != len(keys):
+        raise InputError(f"--system: {next(k for k in keys if keys.count(k) > 1)!r} given twice")
+    ids = [it.id for it in items]
+    if len(set(ids)) != len(ids):
+        raise InputError(f"benchmark items: duplicate prompt id {next(i for i in ids if ids.count(i) > 1)!r}")
+    rows: list[Row] = []
+    for system in systems:
+        profile = _profile(system, profiles, data_dir)
+        for item in items:
+            prompt = backend.prompt(system, item, profile)
+            for sample in range(decoding.samples):
+                seed = row_seed(decoding.seed, system.key, item.benchmark, item.id, sample)
+                rows.append(Row(system, item, sample,
+                                GenRequest(prompt, decoding, seed, system.adapter)))
+    lengths = {p: backend.prompt_length(p) for p in {r.request.prompt for r in rows}}
+    order = sorted(range(len(rows)), key=lambda i: (-lengths[rows[i].request.prompt], i))
+    size = max(1, backend.batch_size)
+    return [[rows[i] for i in order[k:k + size]] for k in range(0, len(order), size)]
+
+
+def _profile(system: System, profiles: dict[str, Profile] | None,
+             data_dir: str | None) -> Profile | None:
+    if system.kind != "prompt":
+        return None
+    if profiles and system.target in profiles:
+        return profiles[system.target]
+    return targets.find(str(system.target), data_dir)
+
+
+def record(row: Row, text: str, model: str) -> dict:
+    return to_json(Generation(system=row.system.key, benchmark=row.item.benchmark,
+                              prompt_id=row.item.id, sample=row.sample, prompt=row.request.prompt,
+                              text=text, model=model, decoding=row.request.decoding.as_dict(),
+                              category=row.item.category,
+                              meta={**row.item.meta, "item_text": row.item.text}))
+
+
+def _done_keys(appender: JsonlAppender, planned: dict[tuple, Row], model: str) -> set[tuple]:
+    """Keys already in the file; a planned key made with other settings is an error."""
+    done = set()
+    for n, rec in enumerate(appender.records(), 1):
+        try:
+            key = (rec["system"], rec["benchmark"], rec["prompt_id"], rec["sample"])
+        except KeyError as exc:
+            raise InputError(f"{appender.path}: line {n}: not a generation record "
+                             f"(no {exc.args[0]!r})") from None
+        row = planned.get(key)
+        if row is None:
+            continue  # another slice of the same study: keep it, it is not ours to redo
+        if key in done:
+            raise InputError(f"{appender.path}: line {n}: duplicate generation {key}")
+        for field, want in (("prompt", row.request.prompt), ("model", model),
+                            ("decoding", row.request.decoding.as_dict())):
+            if rec.get(field) != want:
+                raise InputError(f"{appender.path}: line {n}: column {field!r}: generation "
+                                 f"{key} was made with a different {field}; write to a new --out")
+        done.add(key)
+    return done
+
+
+def generate(systems: list[System], items: list[BenchmarkItem], backend: Backend,
+             out_file: str | os.PathLike, *, decoding: Decoding,
+             profiles: dict[str, Profile] | None = None, data_dir: str | None = None,
+             progress: bool = True) -> Summary:
+    """Generate every missing (system, item, sample) of the plan into ``out_file``."""
+    batches = plan_rows(systems, items, backend, decoding, profiles, data_dir)
+    planned = {row.key: row for batch in batches for row in batch}
+    backend.load_adapters(sorted({s.adapter for s in systems if s.adapter}))
+    fail_file = failures_path(out_file)
+    fresh = not Path(out_file).exists()
+    try:
+        return _run(batches, planned, backend, out_file, fail_file, progress,
+                    items[0].benchmark if items else "")
+    except BaseException:
+        # A run that stops before its first line leaves no empty file behind.
+        if fresh and Path(out_file).exists() and Path(out_file).stat().st_size == 0:
+            Path(out_file).unlink()
+        raise
+
+
+def _run(batches: list[list[Row]], planned: dict[tuple, Row], backend: Backend,
+         out_file: str | os.PathLike, fail_file: Path, progress: bool, label: str) -> Summary:
+    with JsonlAppender(out_file) as out:
+        done = _done_keys(out, planned, backend.model)
+        already = len(done)
+        fail_file.unlink(missing_ok=True)  # this run retries every earlier failure
+        written = failed = 0
+        bar = tqdm(total=len(planned), initial=already, unit="gen", dynamic_ncols=True,
+                   desc=f"generate {label}", disable=not progress)
+        with bar:
+            for batch in batches:
+                todo = [r for r in batch if r.key not in done]
+                if not todo:
+                    continue
+                sent = todo if backend.rows_independent else batch
+                results = dict(zip((r.key for r in sent),
+                                   backend.generate([r.request for r in sent])))
+                lines, failures = [], []
+                for row in todo:
+                    result = results[row.key]
+                    if result.ok:
+                        lines.append(record(row, result.text, backend.model))
+                    else:
+                        failures.append({"system": row.system.key, "benchmark": row.item.benchmark,
+                                         "prompt_id": row.item.id, "sample": row.sample,
+                                         "error": result.error})
+                out.write_many(lines)
+                if failures:
+                    with JsonlAppender(fail_file) as fails:
+                        fails.write_many(failures)
+                done.update(r.key for r in todo)
+                written, failed = written + len(lines), failed + len(failures)
+                bar.update(len(todo))
+    return Summary(Path(out_file), len(planned), already, written, failed,
+                   fail_file if failed else None)
