@@ -1,13 +1,13 @@
 """System keys, prompting alignment, mitigation prompts and the exact prompts that reach a model."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 
 import pytest
 
 from valueharms import prompts, systems
+from valueharms.benchmarks import load_items
 from valueharms.errors import InputError
 from valueharms.records import BenchmarkItem
 from valueharms.values import SHORT, VALUES, Profile
@@ -223,7 +223,7 @@ def test_broken_definitions_template_is_an_input_error(tmp_path, monkeypatch):
 
 
 def test_unknown_benchmark():
-    with pytest.raises(InputError, match="unknown benchmark 'toxigen'"):
+    with pytest.raises(InputError, match="'toxigen': unknown benchmark"):
         prompts.question_text(system("vanilla"), item("toxigen"))
 
 
@@ -240,16 +240,9 @@ def test_prompt_show_rejects_bad_arguments(cli, tiny_model_dir):
         assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1
 
 
-needs_benchmarks = pytest.mark.skipif(importlib.util.find_spec("valueharms.benchmarks") is None,
-                                      reason="valueharms.benchmarks has not landed yet")
-
-
-@needs_benchmarks
 def test_prompt_show_every_method_and_form(cli, tiny_model_dir, data_dir, tokenizer, tmp_path):
     """Each method on a continuation and a question benchmark; chat form once per benchmark
     (loading a tokenizer in a fresh process takes seconds)."""
-    from valueharms.benchmarks import load_items
-
     profiles = tmp_path / "people.csv"
     profiles.write_text("name," + ",".join(VALUES) + "\nperson_a,"
                         + ",".join(map(str, PERSON.scores)) + "\n")

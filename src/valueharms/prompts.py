@@ -2,14 +2,14 @@
 
 Layers, innermost first, each a replaceable template (``valueharms.chat.template``):
 
-1. the benchmark's form: ``benchmarks/continuation.txt`` (rtp, holisticbiasr: the bare
-   prefix, so the model continues it) or ``benchmarks/question.txt`` (hexphi, beavertails,
-   advbench: ``QUESTION: ... ANSWER:``);
+1. the benchmark's form (``valueharms.benchmarks``): ``benchmarks/completion.txt`` (rtp,
+   holisticbiasr: the bare prefix, so the model continues it) or ``benchmarks/question.txt``
+   (hexphi, beavertails, advbench: ``QUESTION: ... ANSWER:``);
 2. the mitigation (``mitigation/{safety,value,dual}.txt``): inside the question, right
    before the answer marker; for a continuation, a line above the prefix;
 3. for ``prompt:`` systems, the persona (``prompting/persona.txt`` with the profile's ten
    scores in canonical order and one-line definitions from ``prompting/definitions.txt``)
-   and the task line (``prompting/{question,continuation}.txt``).
+   and the task line (``prompting/{question,completion}.txt``).
 
 Decision: the persona goes in the *user* message, never a system message. Then the only
 difference between ``vanilla`` and ``prompt:X`` is the persona text (a chat template's own
@@ -18,29 +18,15 @@ OpenAI-compatible endpoints, and templates that reject a system role still work.
 """
 from __future__ import annotations
 
-from . import targets
+from . import benchmarks, targets
 from .chat import render_prompt, template
 from .errors import InputError
 from .records import BenchmarkItem, System
 from .values import VALUES, Profile
 
-CONTINUATION, QUESTION = "continuation", "question"
-BENCHMARK_FORMS: dict[str, str] = {
-    "rtp": CONTINUATION, "holisticbiasr": CONTINUATION,
-    "hexphi": QUESTION, "beavertails": QUESTION, "advbench": QUESTION,
-}
-
-
 def _text(name: str) -> str:
     # Files end with a newline an editor adds; the prompt must end exactly at the marker.
     return template(name).rstrip("\n")
-
-
-def benchmark_form(benchmark: str) -> str:
-    if benchmark not in BENCHMARK_FORMS:
-        raise InputError(f"unknown benchmark {benchmark!r}; expected one of "
-                         f"{', '.join(BENCHMARK_FORMS)}")
-    return BENCHMARK_FORMS[benchmark]
 
 
 def definitions() -> dict[str, str]:
@@ -94,13 +80,13 @@ def question_text(system: System, item: BenchmarkItem, profile: Profile | None =
 
     ``profile`` is the prompt system's target profile; when None it is looked up by name.
     """
-    form = benchmark_form(item.benchmark)
+    form = benchmarks.get(item.benchmark).form
     mitigation = mitigation_text(system.mitigation)
-    if form == QUESTION:
+    if form == benchmarks.QUESTION:
         text = _text("benchmarks/question.txt").format(
             question=item.text, mitigation=f" {mitigation}" if mitigation else "")
     else:
-        text = _text("benchmarks/continuation.txt").format(
+        text = _text("benchmarks/completion.txt").format(
             text=item.text, mitigation=f"{mitigation}\n\n" if mitigation else "")
     if system.kind != "prompt":
         return text
@@ -109,9 +95,9 @@ def question_text(system: System, item: BenchmarkItem, profile: Profile | None =
     elif profile.name != system.target:
         raise InputError(f"system {system.key!r}: given the profile of {profile.name!r}")
     persona = persona_text(profile)
-    if form == QUESTION:
+    if form == benchmarks.QUESTION:
         return _text("prompting/question.txt").format(persona=persona, question=text)
-    return _text("prompting/continuation.txt").format(persona=persona, text=text)
+    return _text("prompting/completion.txt").format(persona=persona, text=text)
 
 
 def build_prompt(system: System, item: BenchmarkItem, tokenizer, *, profile: Profile | None = None,

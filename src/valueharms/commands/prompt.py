@@ -35,16 +35,15 @@ def register(sub) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from .. import prompts, systems, targets
+    from .. import benchmarks, prompts, systems, targets
 
     # Check every argument before loading items or a tokenizer.
     extra = targets.read_profiles(args.profiles) if args.profiles else []
     system = systems.parse_system(args.system, data_dir=args.data_dir, extra=extra)
     profile = targets.find(system.target, args.data_dir, extra) if system.kind == "prompt" else None
-    prompts.benchmark_form(args.benchmark)
+    benchmarks.get(args.benchmark)
     if args.item < 0:
         raise InputError(f"--item {args.item}: must be 0 or more")
-    from .. import benchmarks
     from ..models import load_tokenizer
 
     items = benchmarks.load_items(args.benchmark, subset=args.subset, data_dir=args.data_dir,
