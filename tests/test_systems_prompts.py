@@ -259,7 +259,7 @@ def test_prompt_show_every_method_and_form(cli, tiny_model_dir, data_dir, tokeni
             s = system(key)
             assert shown["prompt"] == prompts.build_prompt(s, second, tokenizer, form=form,
                                                            profile=profile_of(s))
-            assert (shown["system"], shown["id"]) == (s.key, second.id)
+            assert (shown["system"], shown["id"], shown["form"]) == (s.key, second.id, form)
             assert ("<|im_start|>" in shown["prompt"]) == (form == "chat")
         # vanilla, and the bare prompt as printed without --json
         bare = cli("prompt", "show", "--system", "vanilla", "--benchmark", benchmark,

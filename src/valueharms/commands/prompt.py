@@ -44,6 +44,7 @@ def _show(args: argparse.Namespace) -> int:
     benchmarks.get(args.benchmark)
     if args.item < 0:
         raise InputError(f"--item {args.item}: must be 0 or more")
+    from ..chat import uses_chat
     from ..models import load_tokenizer
 
     items = benchmarks.load_items(args.benchmark, subset=args.subset, data_dir=args.data_dir,
@@ -54,9 +55,10 @@ def _show(args: argparse.Namespace) -> int:
     # The base form is the text itself; only a chat template needs the tokenizer (seconds to load).
     tokenizer = None if args.form == "base" else load_tokenizer(args.model)
     prompt = prompts.build_prompt(system, item, tokenizer, profile=profile, form=args.form)
+    form = "chat" if tokenizer is not None and uses_chat(tokenizer, args.form) else "base"
     if args.json:
         json.dump({"system": system.key, "benchmark": item.benchmark, "item": args.item,
-                   "id": item.id, "category": item.category, "form": args.form,
+                   "id": item.id, "category": item.category, "form": form,
                    "prompt": prompt}, sys.stdout, ensure_ascii=False)
         sys.stdout.write("\n")
     else:
