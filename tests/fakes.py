@@ -48,7 +48,7 @@ class _Server:
         self.latency = latency
         self.slow_seconds = slow_seconds
         self.lifetime = lifetime
-        self.requests: list[dict] = []  # every request: text, mode, headers
+        self.requests: list[dict] = []  # every request: text, mode, headers (lower-case names)
         self.modes: Counter = Counter()
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -116,7 +116,7 @@ class _Server:
         text = self.text_of(body)
         mode = self._mode(text)
         with self._lock:
-            self.requests.append({"text": text, "mode": mode, "headers": dict(h.headers),
+            self.requests.append({"text": text, "mode": mode, "headers": {k.lower(): v for k, v in h.headers.items()},
                                   "path": h.path})
             self.modes[mode] += 1
         if self.latency:

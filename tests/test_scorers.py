@@ -299,35 +299,51 @@ def test_cli_scores_and_resumes(tmp_path, cli):
     assert "2 already scored" in r.stderr and out.read_text() == full
 
 
+def run_main(capsys, *args: str) -> tuple[int, str]:
+    """The CLI in-process (same code as the entry point; spares a slow interpreter start)."""
+    from valueharms.cli import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args,message", [
     (["--scorer", "nope"], "--scorer nope: unknown scorer"),
     (["--scorer", "perspective"], "PERSPECTIVE_API_KEY"),
+    (["--scorer", "judge-beavertails"], "OPENAI_API_KEY"),
     (["--scorer", "offline-toxicity", "--regard-model", "x"], "--regard-model: does not apply"),
     (["--scorer", "offline-toxicity", "--qps", "-1"], "--qps"),
+    (["--scorer", "regard", "--regard-model", "/no/such/model"], "--regard-model /no/such/model"),
 ])
-def test_cli_bad_options_exit_2(tmp_path, cli, args, message):
+def test_cli_bad_options_exit_2(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.setenv("PERSPECTIVE_API_KEY", "")
+    monkeypatch.setenv("OPENAI_API_KEY", "")
+    monkeypatch.setenv("VALUEHARMS_CACHE", str(tmp_path))
     src = write(tmp_path / "g.jsonl", [gen(0, "x")])
     out = tmp_path / "s.jsonl"
-    r = cli("score", "--in", str(src), "--out", str(out), *args,
-            env={"PERSPECTIVE_API_KEY": "", "VALUEHARMS_CACHE": str(tmp_path)})
-    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    code, err = run_main(capsys, "score", "--in", str(src), "--out", str(out), *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
 
 
-def test_cli_bad_generations_exit_2(tmp_path, cli):
+def test_cli_bad_generations_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VALUEHARMS_CACHE", str(tmp_path))
     src = tmp_path / "g.jsonl"
     src.write_text(json.dumps(gen(0, "x")) + "\n" + json.dumps({**gen(1, "y"), "sample": -1}) + "\n")
     out = tmp_path / "s.jsonl"
-    r = cli("score", "--scorer", "offline-toxicity", "--in", str(src), "--out", str(out),
-            env={"VALUEHARMS_CACHE": str(tmp_path)})
-    assert r.returncode == 2 and "line 2: field 'sample'" in r.stderr and not out.exists()
+    code, err = run_main(capsys, "score", "--scorer", "offline-toxicity", "--in", str(src),
+                         "--out", str(out))
+    assert code == 2 and "line 2: field 'sample'" in err and not out.exists()
 
 
-def test_cli_refuses_another_scorers_output(tmp_path, cli):
+def test_cli_refuses_another_scorers_output(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VALUEHARMS_CACHE", str(tmp_path))
     src = write(tmp_path / "g.jsonl", [gen(0, "x")])
     out = tmp_path / "s.jsonl"
-    env = {"VALUEHARMS_CACHE": str(tmp_path)}
-    assert cli("score", "--scorer", "offline-toxicity", "--in", str(src), "--out", str(out),
-               env=env).returncode == 0
-    r = cli("score", "--scorer", "judge-refusal-heuristic", "--in", str(src), "--out", str(out), env=env)
-    assert r.returncode == 2 and "another --out" in r.stderr
+    args = ("--in", str(src), "--out", str(out), "--no-progress")
+    assert run_main(capsys, "score", "--scorer", "offline-toxicity", *args)[0] == 0
+    code, err = run_main(capsys, "score", "--scorer", "judge-refusal-heuristic", *args)
+    assert code == 2 and "another --out" in err
