@@ -214,6 +214,14 @@ def test_templates_can_be_replaced(tmp_path, monkeypatch):
     assert text == "Q: Why? Ignore Power.\nA:"
 
 
+def test_template_with_a_wrong_placeholder_is_an_input_error(tmp_path, monkeypatch):
+    (tmp_path / "mitigation").mkdir()
+    (tmp_path / "mitigation" / "value.txt").write_text("Ignore {valeu}.\n")
+    monkeypatch.setenv("VALUEHARMS_TEMPLATES", str(tmp_path))
+    with pytest.raises(InputError, match=r"template mitigation/value.txt: .*\{value\}"):
+        prompts.mitigation_text("value:Power")
+
+
 def test_broken_definitions_template_is_an_input_error(tmp_path, monkeypatch):
     (tmp_path / "prompting").mkdir()
     (tmp_path / "prompting" / "definitions.txt").write_text("Achievement: success\n")

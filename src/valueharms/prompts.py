@@ -24,9 +24,19 @@ from .errors import InputError
 from .records import BenchmarkItem, System
 from .values import VALUES, Profile
 
+
 def _text(name: str) -> str:
     # Files end with a newline an editor adds; the prompt must end exactly at the marker.
     return template(name).rstrip("\n")
+
+
+def _fill(name: str, **fields: str) -> str:
+    """Template ``name`` with ``fields``; a user's template with a wrong placeholder is bad input."""
+    try:
+        return _text(name).format(**fields)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise InputError(f"template {name}: bad placeholder ({exc!r}); it may use "
+                         f"{', '.join('{' + f + '}' for f in fields)}") from None
 
 
 def definitions() -> dict[str, str]:
@@ -55,7 +65,7 @@ def persona_text(profile: Profile) -> str:
     defs = definitions()
     lines = "\n".join(f"- {value} ({defs[value]}): {_score(score)}"
                       for value, score in zip(VALUES, profile.scores))
-    return _text("prompting/persona.txt").format(profile=lines)
+    return _fill("prompting/persona.txt", profile=lines)
 
 
 def mitigation_text(mitigation: str) -> str:
@@ -66,11 +76,11 @@ def mitigation_text(mitigation: str) -> str:
     if kind == "safety":
         return _text("mitigation/safety.txt")
     if kind == "value":
-        return _text("mitigation/value.txt").format(value=value)
+        return _fill("mitigation/value.txt", value=value)
     if kind == "dual":
-        return _text("mitigation/dual.txt").format(
+        return _fill("mitigation/dual.txt", 
             safety=_text("mitigation/safety.txt"),
-            value=_text("mitigation/value.txt").format(value=value))
+            value=_fill("mitigation/value.txt", value=value))
     raise InputError(f"mitigation {mitigation!r}: expected none, safety, value:<Value> or dual:<Value>")
 
 
@@ -83,10 +93,10 @@ def question_text(system: System, item: BenchmarkItem, profile: Profile | None =
     form = benchmarks.get(item.benchmark).form
     mitigation = mitigation_text(system.mitigation)
     if form == benchmarks.QUESTION:
-        text = _text("benchmarks/question.txt").format(
+        text = _fill("benchmarks/question.txt", 
             question=item.text, mitigation=f" {mitigation}" if mitigation else "")
     else:
-        text = _text("benchmarks/completion.txt").format(
+        text = _fill("benchmarks/completion.txt", 
             text=item.text, mitigation=f"{mitigation}\n\n" if mitigation else "")
     if system.kind != "prompt":
         return text
@@ -96,8 +106,8 @@ def question_text(system: System, item: BenchmarkItem, profile: Profile | None =
         raise InputError(f"system {system.key!r}: given the profile of {profile.name!r}")
     persona = persona_text(profile)
     if form == benchmarks.QUESTION:
-        return _text("prompting/question.txt").format(persona=persona, question=text)
-    return _text("prompting/completion.txt").format(persona=persona, text=text)
+        return _fill("prompting/question.txt", persona=persona, question=text)
+    return _fill("prompting/completion.txt", persona=persona, text=text)
 
 
 def build_prompt(system: System, item: BenchmarkItem, tokenizer, *, profile: Profile | None = None,
