@@ -250,8 +250,8 @@ def test_cli_train_vim_two_stages(cli, tiny_model_dir, tmp_path, target):
     from peft import PeftConfig
 
     out = tmp_path / "vim"
-    result = cli("train", "vim", "--model", str(tiny_model_dir), "--target", target, "--limit", "24",
-                 "--epochs", "1", "--max-length", "128", "--out", str(out))
+    result = cli("train", "vim", "--model", str(tiny_model_dir), "--target", target, "--limit", "10",
+                 "--epochs", "1", "--max-length", "96", "--out", str(out))
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     stage1 = json.loads((out / "stage1" / "manifest.json").read_text())

@@ -480,7 +480,7 @@ def train_vim(model: str | None, profile, out_dir: str | os.PathLike,
     out = Path(out_dir)
     notes = list(data.warnings)
     negatives_only = not any(ex.meta.get("polarity") == "pos" for ex in data.stage1)
-    if negatives_only:
+    if negatives_only and not any("no positive" in note for note in notes):
         notes.append(f"{profile.name} has no positive arguments at threshold {threshold} "
                      f"({strategy} rule): stage 1 trains on negative arguments only")
     for note in dict.fromkeys(notes):
