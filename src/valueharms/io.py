@@ -76,7 +76,11 @@ class JsonlAppender:
         return list(sources.read_jsonl(self.path))
 
     def write(self, record: dict) -> None:
-        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.write_many([record])
+
+    def write_many(self, records: Iterable[dict]) -> None:
+        """Several complete lines, one fsync (a kill leaves at most a partial last line)."""
+        self._fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
         self._fh.flush()
         os.fsync(self._fh.fileno())
 

@@ -4,14 +4,15 @@ Every key of the input gets exactly one Score line per run of the scorer: items 
 the output are skipped (unless their status is one the caller asks to retry, in which case a
 new line is appended and the later line wins), cached verdicts cost nothing, the rest go to
 the scorer in batches (local models) or concurrent requests (remote APIs). Lines are written
-in input order as soon as the head of the queue is done, each one flushed and fsynced, so a
-killed run resumes where it stopped.
+in input order, what is ready appended and fsynced together every 0.2 s, so a killed run
+resumes where it stopped (and settled verdicts it had not written yet come from the cache).
 """
 from __future__ import annotations
 
 import json
 import logging
 import sys
+import time
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from .cache import ScoreCache
 log = logging.getLogger("valueharms.score")
 CACHEABLE = (OK, UNSCORABLE)  # settled verdicts; failed and unparsed are asked again later
 Key = tuple[str, str, str, int]
+WRITE_EVERY = 0.2  # seconds; a kill loses at most this much unwritten work (settled verdicts are cached)
 
 
 @dataclass
@@ -153,8 +155,8 @@ def score_file(in_path: str | Path, out_path: str | Path, scorer: Scorer, *,
     store = ScoreCache(cache) if own_cache else cache
     try:
         with JsonlAppender(out_path) as out:
-            for score in score_generations(todo, scorer, store, summary, progress):
-                out.write(to_json(score))
+            for scores in score_generations(todo, scorer, store, summary, progress):
+                out.write_many(to_json(s) for s in scores)
     finally:
         if own_cache:
             store.close()
@@ -164,7 +166,9 @@ def score_file(in_path: str | Path, out_path: str | Path, scorer: Scorer, *,
 
 def score_generations(todo: list[Generation], scorer: Scorer, cache: ScoreCache,
                       summary: Summary, progress: bool = True):
-    """Yield one Score per item of ``todo``, in order; cache misses go to the scorer."""
+    """Yield lists of Scores, one Score per item of ``todo`` in order; cache misses go to the
+    scorer. A list holds what became ready since the last one, so the caller syncs the file
+    once per list."""
     from tqdm import tqdm
 
     bar = tqdm(total=len(todo), unit="item", desc=scorer.name, file=sys.stderr,
@@ -172,13 +176,21 @@ def score_generations(todo: list[Generation], scorer: Scorer, cache: ScoreCache,
     window: deque = deque()
     limit = max(2, 2 * scorer.concurrency)
     pool = ThreadPoolExecutor(max_workers=scorer.concurrency, thread_name_prefix="scorer")
+    ready: list[Score] = []
+    written = time.monotonic()
     try:
         for start in range(0, len(todo), scorer.batch_size):
             window.append(_submit(todo[start:start + scorer.batch_size], scorer, cache, pool))
             while window and (len(window) >= limit or _ready(window[0])):
-                yield from _finish(window.popleft(), scorer, cache, summary, bar)
+                ready += _finish(window.popleft(), scorer, cache, summary, bar)
+            # Write what is ready every WRITE_EVERY seconds: one fsync for many lines.
+            if ready and time.monotonic() - written >= WRITE_EVERY:
+                yield ready
+                ready, written = [], time.monotonic()
         while window:
-            yield from _finish(window.popleft(), scorer, cache, summary, bar)
+            ready += _finish(window.popleft(), scorer, cache, summary, bar)
+        if ready:
+            yield ready
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
@@ -200,7 +212,7 @@ def _ready(entry) -> bool:
     return future is None or future.done()
 
 
-def _finish(entry, scorer: Scorer, cache: ScoreCache, summary: Summary, bar):
+def _finish(entry, scorer: Scorer, cache: ScoreCache, summary: Summary, bar) -> list[Score]:
     batch, keys, hits, misses, future = entry
     fresh = future.result() if future is not None else []
     if len(fresh) != len(misses):
@@ -208,6 +220,7 @@ def _finish(entry, scorer: Scorer, cache: ScoreCache, summary: Summary, bar):
     verdicts: dict[int, Verdict] = dict(zip(misses, fresh))
     if keys:
         cache.put_many([(keys[i], _as_dict(v)) for i, v in verdicts.items() if v.status in CACHEABLE])
+    scores = []
     for i, gen in enumerate(batch):
         if i in verdicts:
             verdict = verdicts[i]
@@ -217,8 +230,9 @@ def _finish(entry, scorer: Scorer, cache: ScoreCache, summary: Summary, bar):
         summary.statuses[verdict.status] += 1
         if verdict.status == FAILED:
             log.warning("%s %s: failed: %s", scorer.name, list(gen.key), verdict.raw)
-        yield _score(gen, scorer.name, verdict)
+        scores.append(_score(gen, scorer.name, verdict))
     bar.update(len(batch))
+    return scores
 
 
 def _as_dict(v: Verdict) -> dict:
