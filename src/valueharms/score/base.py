@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..records import FAILED, OK, UNPARSED, UNSCORABLE, Generation
-from .client import Failed, Policy, RateLimiter, Stats, Unscorable, call
+from ..errors import InputError
+from .client import Failed, Policy, RateLimiter, Stats, Unscorable, call, redact
 
 MASK = "XYZ"
 # Generation.meta keys that may carry the bare benchmark text (without chat wrapping).
@@ -69,6 +70,10 @@ class RemoteScorer(Scorer):
 
     def __init__(self, policy: Policy, secret: str | None = None):
         super().__init__()
+        if policy.attempts < 1 or policy.concurrency < 1 or min(policy.qps, policy.backoff) < 0 \
+                or policy.timeout <= 0:
+            raise InputError(f"scorer options: attempts and concurrency must be >= 1, qps and "
+                             f"backoff >= 0, timeout > 0 (got {policy})")
         self.policy = policy
         self.concurrency = policy.concurrency
         self.limiter = RateLimiter(policy.qps)
@@ -85,7 +90,7 @@ class RemoteScorer(Scorer):
             return call(lambda: self.request(text), self.policy, self.limiter, self.stats,
                         secrets=(self._secret,))
         except Unscorable as exc:
-            return Verdict(UNSCORABLE, raw=str(exc))
+            return Verdict(UNSCORABLE, raw=redact(str(exc), self._secret))
         except Failed as exc:
             return Verdict(FAILED, raw=str(exc), meta={"attempts": exc.attempts})
 
