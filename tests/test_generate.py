@@ -79,6 +79,22 @@ def test_sampling_depends_on_the_row_seed_only(hf, adapters):
     assert other_seeds != together
 
 
+def test_row_sampler_follows_the_distribution_and_the_nucleus():
+    import torch
+
+    from valueharms.generate.hf import RowSampler
+
+    logits = torch.log(torch.tensor([0.6, 0.3, 0.1])).repeat(4000, 1)
+    ids = torch.zeros((4000, 1), dtype=torch.long)
+    picked = RowSampler(list(range(4000)), 1.0, 1.0)(ids, logits).argmax(dim=-1)
+    freq = torch.bincount(picked, minlength=3) / 4000
+    assert torch.allclose(freq, torch.tensor([0.6, 0.3, 0.1]), atol=0.03)
+    nucleus = RowSampler(list(range(4000)), 1.0, 0.5)(ids, logits).argmax(dim=-1)
+    assert set(nucleus.tolist()) == {0}  # top-p 0.5 keeps only the 0.6 token
+    again = RowSampler(list(range(4000)), 1.0, 1.0)(ids, logits).argmax(dim=-1)
+    assert torch.equal(again, picked)
+
+
 def test_stop_strings_cut_the_text(hf):
     assert truncate_at_stop("abc\nQUESTION: x", ("\nQUESTION:",)) == "abc"
     assert truncate_at_stop("a STOP b END", ("END", "STOP")) == "a "

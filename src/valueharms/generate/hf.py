@@ -34,13 +34,13 @@ class RowSampler(LogitsProcessor):
         self.warpers = LogitsProcessorList(warpers)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        probs = torch.softmax(self.warpers(input_ids, scores.float()), dim=-1).double().cpu()
-        # Exactly one uniform per row and step: inverse-CDF sampling.
+        probs = torch.softmax(self.warpers(input_ids, scores.float()), dim=-1).double()
+        # Exactly one uniform per row and step, drawn on CPU: inverse-CDF sampling.
         u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in self.generators])
         cdf = probs.cumsum(dim=-1)
-        tokens = (cdf <= u[:, None] * cdf[:, -1:]).sum(dim=-1)  # first token past u
+        tokens = (cdf <= u.to(cdf.device)[:, None] * cdf[:, -1:]).sum(dim=-1)  # first token past u
         out = torch.full_like(scores, float("-inf"))
-        out.scatter_(1, tokens[:, None].to(scores.device), 0.0)
+        out.scatter_(1, tokens[:, None], 0.0)
         return out
 
 
