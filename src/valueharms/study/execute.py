@@ -1,0 +1,87 @@
+"""Run a plan: skip done steps, run the rest locally or as Ray tasks, record a manifest each."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+
+from ..io import atomic_write_text
+from .plan import Step, plan
+from .spec import Study
+from .steps import RUNNERS
+
+_PACKAGES = ("valueharms", "torch", "transformers", "peft", "numpy", "pandas", "scipy")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def run_step(step: Step, study: Study) -> str:
+    """Run one step in its own folder; the manifest, written last, marks it done."""
+    out = step.out_dir(study)
+    if step.done(study):
+        return step.id
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    RUNNERS[step.kind](step, study, out)
+    manifest = {"step": step.id, "kind": step.kind, "config": step.config, "deps": list(step.deps),
+                "seed": study.seed, "versions": versions(), "started": start,
+                "seconds": round(time.time() - start, 3)}
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1, default=str))
+    return step.id
+
+
+def describe(study: Study) -> list[tuple[Step, bool]]:
+    return [(step, step.done(study)) for step in plan(study)]
+
+
+def run_local(study: Study) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    steps = plan(study)
+    todo = [s for s in steps if not s.done(study)]
+    with Progress(TextColumn("[bold]study[/] {task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total} steps"), TimeElapsedColumn()) as bar:
+        task = bar.add_task("", total=len(steps), completed=len(steps) - len(todo))
+        for step in todo:
+            bar.update(task, description=step.id)
+            run_step(step, study)
+            bar.advance(task)
+
+
+def run_ray(study: Study, address: str | None = None) -> None:
+    """The same steps as Ray tasks; training and generation ask for a GPU when there is one."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address or os.environ.get("RAY_ADDRESS"), log_to_driver=False,
+                 include_dashboard=False)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    remote = ray.remote(_ray_task)
+    refs: dict[str, object] = {}
+    for step in plan(study):
+        if step.done(study):
+            continue
+        options = {"num_gpus": 1} if step.gpu and gpus else {"num_cpus": 1}
+        deps = [refs[d] for d in step.deps if d in refs]
+        refs[step.id] = remote.options(name=step.id, **options).remote(step, study, *deps)
+    ray.get(list(refs.values()))
+
+
+def _ray_task(step: Step, study: Study, *_deps: str) -> str:
+    # Ray resolves the dependency refs before calling, so the inputs exist on shared storage.
+    return run_step(step, study)
+
+
+def report_path(study: Study) -> Path:
+    return study.out / "report" / "index.html"

@@ -1,0 +1,84 @@
+"""Turn a Study into steps. A step's id hashes its config and its inputs' ids, so a step is
+redone exactly when something it depends on changed, and skipped when its output exists."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .spec import Study
+
+KINDS = ("train", "generate", "score", "alignment", "metrics", "report")
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str
+    name: str
+    config: dict[str, Any]
+    deps: tuple[str, ...] = ()
+    gpu: bool = False  # asks the Ray executor for a GPU when the cluster has one
+    id: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        digest = hashlib.sha256(json.dumps(
+            {"kind": self.kind, "config": self.config, "deps": self.deps},
+            sort_keys=True, default=str).encode()).hexdigest()[:12]
+        object.__setattr__(self, "id", f"{self.kind}/{self.name}-{digest}")
+
+    def out_dir(self, study: Study) -> Path:
+        return study.out / "steps" / self.id
+
+    def done(self, study: Study) -> bool:
+        return (self.out_dir(study) / "manifest.json").is_file()
+
+
+def plan(study: Study) -> list[Step]:
+    """All steps in an order where every step comes after its dependencies."""
+    base = {"model": study.model, "seed": study.seed, "data_dir": study.data_dir}
+    steps: list[Step] = []
+    adapters: dict[str, Step] = {}
+    for method in study.methods:
+        if method == "vim":
+            for t in study.targets:
+                step = Step("train", f"vim-{t.name}", {**base, "method": "vim", "target": t.name,
+                            "scores": list(t.scores), **study.train}, gpu=True)
+                adapters[f"vim:{t.name}"] = step
+                steps.append(step)
+        elif method.startswith("benign:"):
+            dataset = method.split(":", 1)[1]
+            step = Step("train", f"benign-{dataset}", {**base, "method": "benign",
+                        "dataset": dataset, **study.benign}, gpu=True)
+            adapters[method] = step
+            steps.append(step)
+    systems = study.system_keys()
+    chunk = int(study.generation.get("systems_per_step", 0)) or len(systems)
+    score_steps = []
+    for bench, options in study.benchmarks.items():
+        for i in range(0, len(systems), chunk):
+            group = systems[i:i + chunk]
+            deps = tuple(sorted({adapters[s.split("+")[0]].id for s in group
+                                 if s.split("+")[0] in adapters}))
+            label = bench if chunk >= len(systems) else f"{bench}-{i // chunk}"
+            gen = Step("generate", label, {**base, "benchmark": bench, "options": options,
+                       "systems": group, "decoding": study.decoding,
+                       "generation": study.generation}, deps, gpu=True)
+            scorer = study.scorers[bench]
+            score = Step("score", label, {"scorer": scorer,
+                         "options": study.scorer_options.get(scorer.split(":")[0], {})}, (gen.id,))
+            steps += [gen, score]
+            score_steps.append(score)
+    aligned = [k for k in adapters if k.startswith("vim:")]
+    prompted = [f"prompt:{t.name}" for t in study.targets] if "prompt" in study.methods else []
+    align_step = None
+    if aligned or prompted:
+        align_step = Step("alignment", "survey", {**base, "systems": aligned + prompted,
+                          "limit": study.train.get("limit")},
+                          tuple(adapters[k].id for k in aligned), gpu=True)
+        steps.append(align_step)
+    metrics = Step("metrics", "all", {"baseline": study.analysis.get("baseline", "background")},
+                   tuple(s.id for s in score_steps))
+    report = Step("report", "index", {}, (metrics.id,) + ((align_step.id,) if align_step else ()))
+    return steps + [metrics, report]
