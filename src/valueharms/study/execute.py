@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
 from importlib import metadata
 from pathlib import Path
@@ -46,17 +47,21 @@ def describe(study: Study) -> list[tuple[Step, bool]]:
 
 
 def run_local(study: Study) -> None:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
+    """Every step not yet done, in plan order; a line per step for the overall progress
+    (each step shows its own progress too)."""
     steps = plan(study)
     todo = [s for s in steps if not s.done(study)]
-    with Progress(TextColumn("[bold]study[/] {task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total} steps"), TimeElapsedColumn()) as bar:
-        task = bar.add_task("", total=len(steps), completed=len(steps) - len(todo))
-        for step in todo:
-            bar.update(task, description=step.id)
-            run_step(step, study)
-            bar.advance(task)
+    done = len(steps) - len(todo)
+    say(f"{study.name}: {len(steps)} steps, {done} already done")
+    for n, step in enumerate(todo, done + 1):
+        start = time.time()
+        say(f"[{n}/{len(steps)}] {step.id} ...")
+        run_step(step, study)
+        say(f"[{n}/{len(steps)}] {step.id} done in {time.time() - start:.1f} s")
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def run_ray(study: Study, address: str | None = None) -> None:
@@ -75,7 +80,15 @@ def run_ray(study: Study, address: str | None = None) -> None:
         options = {"num_gpus": 1} if step.gpu and gpus else {"num_cpus": 1}
         deps = [refs[d] for d in step.deps if d in refs]
         refs[step.id] = remote.options(name=step.id, **options).remote(step, study, *deps)
-    ray.get(list(refs.values()))
+    pending, names = list(refs.values()), {ref: sid for sid, ref in refs.items()}
+    say(f"{study.name}: {len(pending)} steps submitted to Ray ({gpus:g} GPUs in the cluster)")
+    while pending:
+        finished, pending = ray.wait(pending, num_returns=1)
+        try:
+            ray.get(finished[0])
+        except ray.exceptions.RayTaskError as exc:
+            raise exc.cause from None  # the step's own error (an InputError keeps exit code 2)
+        say(f"[{len(refs) - len(pending)}/{len(refs)}] {names[finished[0]]} done")
 
 
 def _ray_task(step: Step, study: Study, *_deps: str) -> str:

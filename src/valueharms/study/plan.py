@@ -32,7 +32,10 @@ class Step:
         return study.out / "steps" / self.id
 
     def done(self, study: Study) -> bool:
-        return (self.out_dir(study) / "manifest.json").is_file()
+        finished = (self.out_dir(study) / "manifest.json").is_file()
+        if self.kind == "report":  # its product lives outside the step folder
+            finished = finished and (study.out / "report" / "index.html").is_file()
+        return finished
 
 
 def plan(study: Study) -> list[Step]:
@@ -59,15 +62,16 @@ def plan(study: Study) -> list[Step]:
     for bench, options in study.benchmarks.items():
         for i in range(0, len(systems), chunk):
             group = systems[i:i + chunk]
-            deps = tuple(sorted({adapters[s.split("+")[0]].id for s in group
-                                 if s.split("+")[0] in adapters}))
+            trained = {s.split("+")[0]: adapters[s.split("+")[0]].id for s in group
+                       if s.split("+")[0] in adapters}
             label = bench if chunk >= len(systems) else f"{bench}-{i // chunk}"
             gen = Step("generate", label, {**base, "benchmark": bench, "options": options,
-                       "systems": group, "decoding": study.decoding,
-                       "generation": study.generation}, deps, gpu=True)
+                       "systems": group, "adapters": trained, "decoding": study.decoding,
+                       "generation": study.generation, "device": study.device},
+                       tuple(sorted(set(trained.values()))), gpu=True)
             scorer = study.scorers[bench]
             score = Step("score", label, {"scorer": scorer,
-                         "options": study.scorer_options.get(scorer.split(":")[0], {})}, (gen.id,))
+                         "options": study.scorer_options.get(scorer, {})}, (gen.id,))
             steps += [gen, score]
             score_steps.append(score)
     aligned = [k for k in adapters if k.startswith("vim:")]
@@ -75,10 +79,11 @@ def plan(study: Study) -> list[Step]:
     align_step = None
     if aligned or prompted:
         align_step = Step("alignment", "survey", {**base, "systems": aligned + prompted,
-                          "limit": study.train.get("limit")},
+                          "adapters": {k: adapters[k].id for k in aligned},
+                          "limit": study.train.get("limit"), "device": study.device},
                           tuple(adapters[k].id for k in aligned), gpu=True)
         steps.append(align_step)
-    metrics = Step("metrics", "all", {"baseline": study.analysis.get("baseline", "background")},
-                   tuple(s.id for s in score_steps))
-    report = Step("report", "index", {}, (metrics.id,) + ((align_step.id,) if align_step else ()))
+    metrics = Step("metrics", "all", {"baseline": study.analysis.get("baseline", "background"),
+                   "seed": study.seed}, tuple(s.id for s in score_steps))
+    report = Step("report", "index", {"baseline": metrics.config["baseline"]}, (metrics.id,) + ((align_step.id,) if align_step else ()))
     return steps + [metrics, report]

@@ -102,6 +102,12 @@ def load(path: str | os.PathLike) -> Study:
         decoding=raw.get("decoding", {}), generation=raw.get("generation", {}),
         analysis=raw.get("analysis", {}))
     _check_scorers(path, study)
+    backend = study.generation.get("backend", "hf")
+    if backend not in ("hf", "vllm", "openai"):
+        raise InputError(f"{path}: [generation] backend {backend!r}: expected hf, vllm or openai")
+    baseline = study.analysis.get("baseline", "background")
+    if baseline not in ("background", "0.5"):
+        raise InputError(f"{path}: [analysis] baseline {baseline!r}: expected background or 0.5")
     if any(m in ("vim", "prompt") for m in study.methods) and not study.targets:
         raise InputError(f"{path}: [targets]: methods vim/prompt need at least one target")
     return study
@@ -205,15 +211,23 @@ def _benchmarks(path: Path, spec: dict) -> dict[str, dict[str, Any]]:
 
 
 def _check_scorers(path: Path, study: Study) -> None:
-    from ..score import get_scorer_names  # the registry; import here to keep start-up light
+    from .. import score  # the registry; imported here to keep start-up light
 
-    known = get_scorer_names()
     for bench in study.benchmarks:
         if bench not in study.scorers:
             raise InputError(f"{path}: [scorers] {bench}: no scorer named for this benchmark")
     for bench, scorer in study.scorers.items():
         if bench not in study.benchmarks:
             raise InputError(f"{path}: [scorers] {bench}: not a benchmark of this study")
-        if scorer.split(":")[0] not in known:
+        try:
+            accepted = score.scorer_options(scorer)
+        except InputError:
             raise InputError(f"{path}: [scorers] {bench}: unknown scorer {scorer!r}; expected one "
-                             f"of {', '.join(sorted(known))}")
+                             f"of {', '.join(sorted(score._REGISTRY))}") from None
+        for option in study.scorer_options.get(scorer, {}):
+            if option not in accepted:
+                raise InputError(f"{path}: [scorer_options.{scorer}] {option}: does not apply to "
+                                 f"{scorer} (accepted: {', '.join(accepted) or 'none'})")
+    for name in study.scorer_options:
+        if name not in study.scorers.values():
+            raise InputError(f"{path}: [scorer_options.{name}]: no benchmark uses scorer {name!r}")

@@ -1,0 +1,69 @@
+"""``valueharms run STUDY.toml``: the whole study, from training to the report."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+
+from ..errors import InputError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run a study file: train, generate, score, analyse, report",
+                       description="Plan the study's steps, skip those already done, run the "
+                                   "rest and print the report's path.")
+    p.add_argument("study", help="study file (TOML), e.g. studies/demo.toml")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: one step after another in this process; ray: steps as Ray "
+                        "tasks (a GPU each for training and generation when the cluster has GPUs)")
+    p.add_argument("--ray-address", default=None,
+                   help="Ray cluster to join (default $RAY_ADDRESS, else a local instance)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (what is done, what would run) and stop")
+    p.set_defaults(func=_run)
+
+
+def _problems(study) -> list[str]:
+    """What would stop a real run: missing data files and API keys."""
+    from ..study.spec import check_data
+
+    problems = [f"{study.path}: [scorers] need ${key}, which is not set"
+                for key in study.missing_keys()]
+    try:
+        check_data(study)
+    except InputError as exc:
+        problems.append(str(exc))
+    return problems
+
+
+def _print_plan(study) -> None:
+    from ..study.execute import describe
+
+    rows = describe(study)
+    for step, done in rows:
+        print(f"{'done' if done else 'todo'}  {step.id}{'  [gpu]' if step.gpu else ''}")
+    kinds = Counter(step.kind for step, done in rows if not done)
+    todo = ", ".join(f"{n} {k}" for k, n in kinds.items()) or "nothing"
+    print(f"{study.name}: {len(rows)} steps, {len(rows) - sum(kinds.values())} done; to run: "
+          f"{todo}; {len(study.system_keys())} systems, {len(study.targets)} targets; "
+          f"output {study.out}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..study import execute, spec
+
+    study = spec.load(args.study)
+    problems = _problems(study)
+    if args.dry_run:
+        _print_plan(study)
+        for problem in problems:
+            print(f"warning: {problem}", file=sys.stderr)
+        return 0
+    if problems:
+        raise InputError(problems[0])
+    if args.executor == "ray":
+        execute.run_ray(study, args.ray_address)
+    else:
+        execute.run_local(study)
+    print(execute.report_path(study))
+    return 0

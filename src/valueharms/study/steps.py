@@ -1,0 +1,153 @@
+"""What each kind of step does. A runner reads its inputs from its dependencies' folders and
+writes into its own folder ``out``; the executor writes the manifest once it returns."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from ..io import atomic_write_text, write_jsonl
+from .plan import Step
+from .spec import Study
+
+ADAPTER = "adapter"  # a train step's adapter folder (VIM: its stage2/ is the aligned model)
+
+
+def _model(study: Study) -> str | None:
+    return None if study.model == "default" else study.model
+
+
+def _target(study: Study, name: str):
+    return next(t for t in study.targets if t.name == name)
+
+
+def adapter_dir(study: Study, system_base: str, train_step_id: str) -> Path:
+    root = study.out / "steps" / train_step_id / ADAPTER
+    return root / "stage2" if system_base.startswith("vim:") else root
+
+
+def train(step: Step, study: Study, out: Path) -> None:
+    from ..align import benign
+    from ..align.trainer import BENIGN_CONFIG, TrainConfig, train_lora, train_vim
+
+    c = step.config
+    say = lambda message: print(f"  [{step.name}] {message}", flush=True)  # noqa: E731
+    keys = ("epochs", "batch_size", "grad_accum", "max_length", "lr")
+    if c["method"] == "vim":
+        config = replace(TrainConfig(), seed=study.seed, progress=False,
+                         **{k: c[k] for k in keys if k in c})
+        train_vim(_model(study), _target(study, c["target"]), out / ADAPTER, config,
+                  data_dir=study.data_dir, limit=c.get("limit"), threshold=c.get("threshold", 3),
+                  strategy=c.get("strategy", "min"), seed=study.seed, say=say)
+        return
+    config = replace(BENIGN_CONFIG, seed=study.seed, progress=False,
+                     **{k: c[k] for k in keys if k in c})
+    data = benign.load(c["dataset"], data_file=c.get("data_files", {}).get(c["dataset"]),
+                       data_dir=study.data_dir, limit=c.get("limit"))
+    train_lora(_model(study), data.train, data.valid, out / ADAPTER, config, say=say)
+
+
+def generate(step: Step, study: Study, out: Path) -> None:
+    from .. import benchmarks, systems
+    from ..generate import make_backend
+    from ..generate.run import generate as run_generation
+
+    c = step.config
+    bench = benchmarks.get(c["benchmark"])
+    options = c["options"]
+    overrides = {k: v for k, v in {**c["decoding"], **options}.items()
+                 if k in ("temperature", "top_p", "max_new_tokens", "samples")}
+    decoding = replace(bench.decoding, seed=study.seed, **overrides)
+    items = benchmarks.load_items(c["benchmark"], options.get("subset"), study.data_dir,
+                                  options.get("limit"), options.get("categories"))
+    chosen = []
+    for key in c["systems"]:
+        base = key.split("+")[0]
+        adapter = adapter_dir(study, base, c["adapters"][base]) if base in c["adapters"] else None
+        system = systems.parse_system(key, adapter, data_dir=study.data_dir,
+                                      extra=list(study.targets))
+        systems.require_adapter(system)
+        chosen.append(system)
+    g = c["generation"]
+    backend_name = g.get("backend", "hf")
+    backend_options = {k: g[k] for k in ("batch_size", "base_url") if k in g}
+    if backend_name == "hf":
+        backend_options["device"] = c.get("device")
+    backend = make_backend(backend_name, _model(study), **backend_options)
+    summary = run_generation(chosen, items, backend, out / "generations.jsonl", decoding=decoding,
+                             profiles={t.name: t for t in study.targets},
+                             data_dir=study.data_dir, progress=False)
+    if summary.failed:
+        # Not done: the next run retries only the failed rows.
+        raise RuntimeError(f"{step.id}: {summary.failed} generations failed (see "
+                           f"{summary.failures}); run the study again to retry them")
+
+
+def score(step: Step, study: Study, out: Path) -> None:
+    from .. import score as scoring
+    from ..score.cache import ScoreCache
+    from ..score.run import score_file
+
+    scorer = scoring.get_scorer(step.config["scorer"], **step.config["options"])
+    source = study.out / "steps" / step.deps[0] / "generations.jsonl"
+    with ScoreCache(None) as cache:
+        summary = score_file(source, out / "scores.jsonl", scorer, cache=cache,
+                             retry=("failed",), progress=False)
+    scorer.close()
+    print(f"  [{step.name}] {summary.line()}", flush=True)
+
+
+def alignment(step: Step, study: Study, out: Path) -> None:
+    """Survey answers of the base model and of every VIM and prompting system."""
+    from ..align import check
+    from ..generate import make_backend
+
+    c = step.config
+    arguments = check.test_arguments(study.data_dir, c.get("limit"))
+    backend = make_backend("hf", _model(study), device=c.get("device"))
+    adapters = {key: str(adapter_dir(study, key, sid)) for key, sid in c["adapters"].items()}
+    backend.load_adapters(sorted(adapters.values()))
+    names = sorted({key.split(":", 1)[1] for key in c["systems"]})
+    # The base model's answers do not depend on the target: asked once, compared with each.
+    vanilla = check.evaluate(backend, "vanilla", _target(study, names[0]), arguments)
+    texts = [a.text for a in vanilla.answers]
+    baselines = [check.measure("vanilla", _target(study, n), arguments, texts) for n in names]
+    aligned = []
+    for key in c["systems"]:
+        kind, name = key.split(":", 1)
+        target = _target(study, name)
+        aligned.append(check.evaluate(backend, key, target, arguments, adapter=adapters.get(key),
+                                      persona=target if kind == "prompt" else None))
+    asked = [vanilla] + aligned
+    atomic_write_text(out / "alignment.csv", check.table_csv(baselines + aligned))
+    atomic_write_text(out / "measured_profiles.csv", check.profiles_csv(asked))
+    write_jsonl(out / "answers.jsonl", [
+        {"system": r.system, "argument_id": a.argument_id, "values": list(a.values),
+         "text": a.text, "score": a.score} for r in asked for a in r.answers])
+
+
+def metrics(step: Step, study: Study, out: Path) -> None:
+    from .. import analyze
+    from ..analyze.metrics import compute_metrics, load_scores
+
+    files = [study.out / "steps" / d / "scores.jsonl" for d in step.deps]
+    table = compute_metrics(load_scores(files), step.config["baseline"], seed=step.config["seed"])
+    analyze.write(analyze.analyse(table, study.data_dir, list(study.targets)), out)
+
+
+def report(step: Step, study: Study, out: Path) -> None:
+    from ..report import build_report
+
+    metrics_dir = study.out / "steps" / step.deps[0]
+    measured = [study.out / "steps" / d / "measured_profiles.csv" for d in step.deps[1:]]
+    path = build_report(metrics_dir, study.out / "report", measured=measured,
+                        profiles=list(study.targets), data_dir=study.data_dir,
+                        baseline=step.config["baseline"],
+                        title=f"valueharms report: {study.name}")
+    atomic_write_text(out / "report.txt", f"{path}\n")
+
+
+RUNNERS: dict[str, Callable[[Step, Study, Path], None]] = {
+    "train": train, "generate": generate, "score": score, "alignment": alignment,
+    "metrics": metrics, "report": report}
+

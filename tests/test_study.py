@@ -1,0 +1,222 @@
+"""The study runner: validation up front, the plan, a local run end to end on a tiny model,
+the same steps on a local Ray instance, and skipping what is done."""
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from valueharms.cli import main
+from valueharms.study import plan, spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = """
+[study]
+name = "tiny"
+out = "{out}"
+model = "{model}"
+seed = 7
+
+[targets]
+names = ["Hed"]
+
+[systems]
+methods = {methods}
+mitigations = ["none", "value:Hedonism"]
+
+[train]
+limit = 12
+epochs = 1
+batch_size = 4
+max_length = 96
+
+[benign]
+limit = 6
+epochs = 1
+batch_size = 2
+max_length = 96
+
+[benchmarks.rtp]
+limit = 2
+samples = 2
+max_new_tokens = 6
+
+[benchmarks.hexphi]
+limit = 2
+max_new_tokens = 6
+
+[scorers]
+rtp = "offline-toxicity"
+hexphi = "judge-refusal-heuristic"
+
+[generation]
+batch_size = 8
+"""
+
+
+def write_study(tmp_path: Path, model: Path, out: str = "out",
+                methods: str = '["vanilla", "prompt", "vim", "benign:grammar"]',
+                text: str = TINY) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "study.toml"
+    path.write_text(textwrap.dedent(text).format(out=out, model=model, methods=methods))
+    return path
+
+
+# ----------------------------------------------------------------------------- validation
+
+BAD = {
+    "unknown section": ("[stuff]\n", "unknown section [stuff]"),
+    "unknown key": ('[study]\nout = "o"\ncolour = 1\n', "[study] unknown key 'colour'"),
+    "no out": ('[study]\nname = "x"\n', "[study] out: missing"),
+    "bad toml": ("[study\n", "invalid TOML"),
+    "unknown target": ('[study]\nout="o"\n[targets]\nnames=["Nope"]\n', "[targets] names"),
+    "unknown method": ('[study]\nout="o"\n[systems]\nmethods=["dpo"]\n', "[systems] methods: 'dpo'"),
+    "unknown benign": ('[study]\nout="o"\n[systems]\nmethods=["benign:wiki"]\n', "benign:wiki"),
+    "bad mitigation": ('[study]\nout="o"\n[systems]\nmitigations=["value:Greed"]\n',
+                       "[systems] mitigations"),
+    "no benchmarks": ('[study]\nout="o"\n', "[benchmarks]: name at least one"),
+    "unknown benchmark": ('[study]\nout="o"\n[benchmarks.mmlu]\n', "[benchmarks.mmlu]"),
+    "unknown bench key": ('[study]\nout="o"\n[benchmarks.rtp]\nlimt=3\n', "unknown key 'limt'"),
+    "no scorer": ('[study]\nout="o"\n[benchmarks.rtp]\n', "[scorers] rtp: no scorer"),
+    "unknown scorer": ('[study]\nout="o"\n[benchmarks.rtp]\n[scorers]\nrtp="detoxify"\n',
+                       "unknown scorer 'detoxify'"),
+    "scorer option": ('[study]\nout="o"\n[benchmarks.rtp]\n[scorers]\nrtp="offline-toxicity"\n'
+                      '[scorer_options.offline-toxicity]\njudge_model="x"\n',
+                      "judge_model: does not apply"),
+    "targets needed": ('[study]\nout="o"\n[systems]\nmethods=["vim"]\n[benchmarks.rtp]\n'
+                       '[scorers]\nrtp="offline-toxicity"\n', "need at least one target"),
+    "seed type": ('[study]\nout="o"\nseed="x"\n', "seed: expected an integer"),
+    "backend": ('[study]\nout="o"\n[benchmarks.rtp]\n[scorers]\nrtp="offline-toxicity"\n'
+                '[generation]\nbackend="tgi"\n', "backend 'tgi'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_study_files_exit_2_with_one_line_and_no_output(case, tmp_path, capsys):
+    text, expected = BAD[case]
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err, err
+    assert str(path) in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_key_and_missing_data_stop_a_run_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("PERSPECTIVE_API_KEY", raising=False)
+    path = tmp_path / "s.toml"
+    path.write_text('[study]\nout="o"\n[benchmarks.rtp]\n[scorers]\nrtp="perspective"\n')
+    assert main(["run", str(path)]) == 2
+    assert "PERSPECTIVE_API_KEY" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    path.write_text('[study]\nout="o"\n[systems]\nmethods=["benign:alpaca"]\n[benchmarks.rtp]\n'
+                    '[scorers]\nrtp="offline-toxicity"\n[benign]\ndata_files={alpaca="nope.json"}\n')
+    assert main(["run", str(path)]) == 2
+    assert "data_files.alpaca: nope.json not found" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_paper_study_dry_run_plans_every_step_without_keys(cli):
+    result = cli("run", "studies/paper.toml", "--dry-run",
+                 env={"PERSPECTIVE_API_KEY": "", "OPENAI_API_KEY": ""})
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    # 154 VIM + 4 benign trainings; 313 systems = vanilla + 154 vim + 154 prompt + 4 benign.
+    assert "158 train" in last and "313 systems, 154 targets" in last
+    assert "PERSPECTIVE_API_KEY" in result.stderr  # said, not fatal, in a dry run
+
+
+def test_step_ids_follow_their_inputs(tmp_path):
+    base = spec.load(write_study(tmp_path, Path("m")))
+    ids = {s.id for s in plan.plan(base)}
+    assert ids == {s.id for s in plan.plan(spec.load(write_study(tmp_path, Path("m"))))}
+    changed = {s.id for s in plan.plan(spec.load(write_study(
+        tmp_path, Path("m"), text=TINY.replace("limit = 2\nsamples", "limit = 3\nsamples"))))}
+    moved = {i.split("-")[0] for i in ids ^ changed}
+    # The rtp slice changed: its generation and everything after it, not the training.
+    assert moved == {"generate/rtp", "score/rtp", "metrics/all", "report/index"}
+
+
+# ----------------------------------------------------------------------------- running
+
+def _outputs(out: Path) -> dict[str, str]:
+    """Generations and scores of every step, by step id."""
+    found = {}
+    for name in ("generations.jsonl", "scores.jsonl", "alignment.csv"):
+        for path in sorted(out.glob(f"steps/*/*/{name}")):
+            found[str(path.relative_to(out))] = path.read_text()
+    return found
+
+
+@pytest.fixture(scope="module")
+def local_run(tiny_model_dir, tmp_path_factory):
+    from tests.conftest import run_cli
+
+    tmp = tmp_path_factory.mktemp("study")
+    path = write_study(tmp, tiny_model_dir)
+    result = run_cli("run", str(path))
+    return path, tmp / "out", result
+
+
+def test_local_run_goes_from_study_file_to_report(local_run):
+    path, out, result = local_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = Path(result.stdout.strip().splitlines()[-1])
+    assert report == out / "report" / "index.html" and report.is_file()
+    manifests = [json.loads(p.read_text()) for p in out.glob("steps/*/*/manifest.json")]
+    assert sorted({m["kind"] for m in manifests}) == sorted(plan.KINDS)
+    assert all(m["seed"] == 7 and "torch" in m["versions"] for m in manifests)
+    gens = [json.loads(line) for p in out.glob("steps/generate/*/generations.jsonl")
+            for line in p.read_text().splitlines()]
+    systems = {g["system"] for g in gens}
+    assert systems == {f"{b}{m}" for b in ("vanilla", "prompt:Hed", "vim:Hed", "benign:grammar")
+                       for m in ("", "+value:Hedonism")}
+    assert len(gens) == 8 * (2 * 2 + 2)  # 8 systems x (rtp 2 items x 2 samples + hexphi 2)
+    align = (next(out.glob("steps/alignment/*/alignment.csv"))).read_text().splitlines()
+    assert [line.split(",")[0] for line in align[1:]] == ["vanilla", "vim:Hed", "prompt:Hed"]
+    html = report.read_text()
+    assert "offline-toxicity" in html and "refusal" in html
+
+
+def test_a_second_run_finds_everything_done(local_run, cli):
+    path, out, _ = local_run
+    before = _outputs(out)
+    dry = cli("run", str(path), "--dry-run")
+    assert dry.returncode == 0 and "todo" not in dry.stdout, dry.stdout
+    n = len(plan.plan(spec.load(path)))
+    again = cli("run", str(path))
+    assert again.returncode == 0 and f"{n} steps, {n} already done" in again.stderr
+    assert _outputs(out) == before
+
+
+def test_a_deleted_report_is_rebuilt_alone(local_run, cli):
+    path, out, _ = local_run
+    (out / "report" / "index.html").unlink()
+    result = cli("run", str(path))
+    assert result.returncode == 0 and (out / "report" / "index.html").is_file()
+    ran = [line for line in result.stderr.splitlines() if line.endswith(" ...")]
+    assert len(ran) == 1 and "report/index" in ran[0], result.stderr
+
+
+def test_ray_executor_gives_the_local_result(tiny_model_dir, tmp_path):
+    pytest.importorskip("ray")
+    import ray
+
+    methods = '["vanilla", "prompt"]'
+    local = write_study(tmp_path / "local", tiny_model_dir, methods=methods)
+    assert main(["run", str(local)]) == 0
+    remote = write_study(tmp_path / "ray", tiny_model_dir, methods=methods)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert main(["run", str(remote), "--executor", "ray"]) == 0
+    finally:
+        ray.shutdown()
+    assert (tmp_path / "ray" / "out" / "report" / "index.html").is_file()
+    ours = _outputs(tmp_path / "ray" / "out")
+    assert len(ours) == 5  # 2 generations, 2 scores, the alignment table
+    assert ours == _outputs(tmp_path / "local" / "out")
