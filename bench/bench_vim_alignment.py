@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--eval-limit", type=int, default=64, help="test arguments asked")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--max-length", type=int, default=192)
+    parser.add_argument("--method", choices=check.METHODS, default="likelihood",
+                        help="how answers are read (see valueharms.align.check)")
     parser.add_argument("--out", default=None, help="keep the adapters here (default: temporary)")
     args = parser.parse_args()
 
@@ -60,12 +62,14 @@ def main() -> None:
         adapter = str(Path(vim.stage2.adapter_dir))
         backend.load_adapters([adapter])
         start = time.perf_counter()
-        base = check.evaluate(backend, "vanilla", target, arguments)
-        aligned = check.evaluate(backend, f"vim:{target.name}", target, arguments, adapter=adapter)
+        base = check.evaluate(backend, "vanilla", target, arguments, method=args.method)
+        aligned = check.evaluate(backend, f"vim:{target.name}", target, arguments,
+                                 adapter=adapter, method=args.method)
         eval_s = time.perf_counter() - start
     print(check.describe(base))
     print(check.describe(aligned))
-    print(f"survey: {len(arguments)} test arguments x 2 systems in {eval_s:.0f} s")
+    print(f"survey ({args.method}): {len(arguments)} test arguments x 2 systems in "
+          f"{eval_s:.0f} s")
     if base.nmse is None or aligned.nmse is None:
         raise SystemExit("no parsed answers for one of the systems: NMSE undefined")
     print(f"NMSE base {base.nmse:.4f}  VIM {aligned.nmse:.4f}")

@@ -159,8 +159,11 @@ def local_run(tiny_model_dir, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("study")
     path = write_study(tmp, tiny_model_dir)
-    result = run_cli("run", str(path))
+    result = run_cli("run", str(path), env=KEYS)
     return path, tmp / "out", result
+
+
+KEYS = {"PERSPECTIVE_API_KEY": "pk-STUDY-5ecret-91", "OPENAI_API_KEY": "sk-STUDY-5ecret-27"}
 
 
 def test_local_run_goes_from_study_file_to_report(local_run):
@@ -181,6 +184,15 @@ def test_local_run_goes_from_study_file_to_report(local_run):
     assert [line.split(",")[0] for line in align[1:]] == ["vanilla", "vim:Hed", "prompt:Hed"]
     html = report.read_text()
     assert "offline-toxicity" in html and "refusal" in html
+
+
+def test_no_key_reaches_any_output_or_log(local_run):
+    _, out, result = local_run
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) > 20
+    for key in KEYS.values():
+        assert key not in result.stdout + result.stderr
+        assert not [p for p in files if key.encode() in p.read_bytes()]
 
 
 def test_a_second_run_finds_everything_done(local_run, cli):

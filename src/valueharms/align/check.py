@@ -4,6 +4,13 @@ mean answer per value is its measured profile, compared with the target by NMSE.
 NMSE here is the mean over the ten values of ((measured - target) / 5) ** 2: both profiles
 on the 1..6 scale are mapped to 0..1 first, so 0 is a perfect match and 1 the largest gap.
 Values no parsed answer speaks for are left out of the mean (and reported as missing).
+
+Two ways to get an answer (``method``):
+- ``generate``: greedy generation, the number parsed from the text; an unclear reply is
+  counted as unparseable, never guessed. What a chat user sees; small models often ramble.
+- ``likelihood``: the answer is the most likely first answer token among "1".."6" (one
+  forward pass, no text). Always an answer, so a base model that cannot follow the format
+  still gets a measured profile to compare with.
 """
 from __future__ import annotations
 
@@ -23,7 +30,8 @@ from .vim_data import parse_survey_answer, survey_prompt
 
 SPAN = max(PVQ_SCALE) - min(PVQ_SCALE)
 # Greedy and short: the answer is one number, possibly with its label.
-SURVEY_DECODING = Decoding(temperature=0.0, top_p=1.0, max_new_tokens=24)
+SURVEY_DECODING = Decoding(temperature=0.0, top_p=1.0, max_new_tokens=16)
+METHODS = ("generate", "likelihood")
 
 
 @dataclass(frozen=True)
@@ -85,7 +93,7 @@ def survey_text(argument: sources.Argument, persona: Profile | None = None) -> s
     if persona is None:
         return question
     return template("prompting/survey.txt").format(persona=persona_text(persona),
-                                                   question=question)
+                                                   question=question).rstrip("\n")
 
 
 def measure(system: str, target: Profile, arguments: Sequence[sources.Argument],
@@ -106,17 +114,48 @@ def measure(system: str, target: Profile, arguments: Sequence[sources.Argument],
 
 def evaluate(backend, system: str, target: Profile, arguments: Sequence[sources.Argument], *,
              adapter: str | None = None, persona: Profile | None = None,
-             form: str = "auto") -> Alignment:
-    """Ask ``backend`` (a generation backend) every survey item, greedily, and measure."""
+             form: str = "auto", method: str = "generate") -> Alignment:
+    """Ask ``backend`` (the transformers backend) every survey item and measure."""
     from ..generate import GenRequest
 
-    requests = [GenRequest(render_prompt(survey_text(a, persona), backend.tokenizer, form),
-                           SURVEY_DECODING, seed=0, adapter=adapter) for a in arguments]
-    results = backend.generate(requests)
+    if method not in METHODS:
+        raise InputError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+    prompts = [render_prompt(survey_text(a, persona), backend.tokenizer, form) for a in arguments]
+    if method == "likelihood":
+        return measure(system, target, arguments, likeliest_answers(backend, prompts, adapter))
+    results = backend.generate([GenRequest(p, SURVEY_DECODING, seed=0, adapter=adapter)
+                                for p in prompts])
     failed = [r.error for r in results if not r.ok]
     if failed:
         raise RuntimeError(f"survey generation failed: {failed[0]}")
     return measure(system, target, arguments, [r.text for r in results])
+
+
+def likeliest_answers(backend, prompts: Sequence[str], adapter: str | None) -> list[str]:
+    """For each prompt, the scale point 1..6 whose token is likeliest to come next."""
+    import torch
+
+    from ..generate.hf import BASE
+
+    tokenizer = backend.tokenizer
+    choices = [tokenizer.encode(str(n), add_special_tokens=False) for n in PVQ_SCALE]
+    if any(len(c) != 1 for c in choices):
+        raise InputError(f"{backend.model}: the tokenizer splits the digits 1-6; use --method "
+                         f"generate")
+    ids = torch.tensor([c[0] for c in choices])
+    model = backend.peft or backend.lm
+    name = None if backend.peft is None else backend.adapter_name(adapter) if adapter else BASE
+    answers = []
+    for start in range(0, len(prompts), backend.batch_size):
+        batch = list(prompts[start:start + backend.batch_size])
+        enc = tokenizer(batch, return_tensors="pt", padding=True,
+                        add_special_tokens=False).to(backend.device)
+        rows = {"adapter_names": [name] * len(batch)} if name else {}
+        with torch.inference_mode():
+            logits = model(**enc, **rows).logits[:, -1, :]  # left padding: last = next token
+        picks = logits[:, ids.to(logits.device)].argmax(dim=-1).tolist()
+        answers += [str(min(PVQ_SCALE) + p) for p in picks]
+    return answers
 
 
 def table_csv(results: Sequence[Alignment]) -> str:

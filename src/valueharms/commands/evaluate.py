@@ -25,6 +25,9 @@ def register(sub) -> None:
                                                   "--prompting target)")
     a.add_argument("--profiles", default=None, metavar="FILE",
                    help="your own profiles (.csv/.json/.toml) to look targets up in")
+    a.add_argument("--method", choices=("generate", "likelihood"), default="generate",
+                   help="generate: parse the number from a greedy reply (unclear replies are "
+                        "counted, not guessed); likelihood: the likeliest of the tokens 1-6")
     a.add_argument("--limit", type=int, default=None, help="only the first N test arguments")
     a.add_argument("--batch-size", type=int, default=8)
     a.add_argument("--form", choices=("auto", "chat", "base"), default="auto")
@@ -59,7 +62,7 @@ def _alignment(args: argparse.Namespace) -> int:
     if args.adapter:
         backend.load_adapters([args.adapter])
     result = check.evaluate(backend, system, target, arguments, adapter=args.adapter,
-                            persona=persona, form=args.form)
+                            persona=persona, form=args.form, method=args.method)
     print(check.describe(result))
     if args.out:
         out = Path(args.out)

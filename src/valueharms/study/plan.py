@@ -80,7 +80,8 @@ def plan(study: Study) -> list[Step]:
     if aligned or prompted:
         align_step = Step("alignment", "survey", {**base, "systems": aligned + prompted,
                           "adapters": {k: adapters[k].id for k in aligned},
-                          "limit": study.train.get("limit"), "device": study.device},
+                          "limit": study.train.get("limit"), "device": study.device,
+                          "method": study.analysis.get("alignment", "generate")},
                           tuple(adapters[k].id for k in aligned), gpu=True)
         steps.append(align_step)
     metrics = Step("metrics", "all", {"baseline": study.analysis.get("baseline", "background"),

@@ -32,7 +32,7 @@ _SECTIONS = {
     "scorer_options": None,
     "decoding": {"temperature", "top_p", "max_new_tokens", "samples"},
     "generation": {"backend", "batch_size", "systems_per_step", "base_url"},
-    "analysis": {"baseline"},
+    "analysis": {"baseline", "alignment"},
 }
 _BENCH_KEYS = {"subset", "limit", "categories", "samples", "max_new_tokens", "temperature", "top_p"}
 
@@ -105,6 +105,9 @@ def load(path: str | os.PathLike) -> Study:
     backend = study.generation.get("backend", "hf")
     if backend not in ("hf", "vllm", "openai"):
         raise InputError(f"{path}: [generation] backend {backend!r}: expected hf, vllm or openai")
+    if study.analysis.get("alignment", "generate") not in ("generate", "likelihood"):
+        raise InputError(f"{path}: [analysis] alignment {study.analysis['alignment']!r}: "
+                         f"expected generate or likelihood")
     baseline = study.analysis.get("baseline", "background")
     if baseline not in ("background", "0.5"):
         raise InputError(f"{path}: [analysis] baseline {baseline!r}: expected background or 0.5")

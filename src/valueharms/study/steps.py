@@ -104,12 +104,15 @@ def alignment(step: Step, study: Study, out: Path) -> None:
 
     c = step.config
     arguments = check.test_arguments(study.data_dir, c.get("limit"))
-    backend = make_backend("hf", _model(study), device=c.get("device"))
+    backend = make_backend("hf", _model(study), device=c.get("device"),
+                           batch_size=study.generation.get("batch_size", 8))
     adapters = {key: str(adapter_dir(study, key, sid)) for key, sid in c["adapters"].items()}
     backend.load_adapters(sorted(adapters.values()))
     names = sorted({key.split(":", 1)[1] for key in c["systems"]})
     # The base model's answers do not depend on the target: asked once, compared with each.
-    vanilla = check.evaluate(backend, "vanilla", _target(study, names[0]), arguments)
+    method = c.get("method", "generate")
+    vanilla = check.evaluate(backend, "vanilla", _target(study, names[0]), arguments,
+                             method=method)
     texts = [a.text for a in vanilla.answers]
     baselines = [check.measure("vanilla", _target(study, n), arguments, texts) for n in names]
     aligned = []
@@ -117,7 +120,8 @@ def alignment(step: Step, study: Study, out: Path) -> None:
         kind, name = key.split(":", 1)
         target = _target(study, name)
         aligned.append(check.evaluate(backend, key, target, arguments, adapter=adapters.get(key),
-                                      persona=target if kind == "prompt" else None))
+                                      persona=target if kind == "prompt" else None,
+                                      method=method))
     asked = [vanilla] + aligned
     atomic_write_text(out / "alignment.csv", check.table_csv(baselines + aligned))
     atomic_write_text(out / "measured_profiles.csv", check.profiles_csv(asked))
