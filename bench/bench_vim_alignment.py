@@ -8,7 +8,7 @@ is ``ratio vim_alignment <base NMSE / VIM NMSE>`` (above 1: VIM moved the answer
 target). The learning rate is raised from the paper's 2e-5 because one epoch over 64 arguments
 is a few dozen steps, not the paper's five epochs over thousands.
 
-    python bench/bench_vim_alignment.py [--target Pow] [--limit 64] [--eval-limit 64]
+    python bench/bench_vim_alignment.py [--target close_Ben_9] [--limit 64] [--eval-limit 64]
                                         [--lr 1e-3] [--model M] [--out DIR]
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ def losses(log_path: str) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", default="Pow")
+    parser.add_argument("--target", default="close_Ben_9")
     parser.add_argument("--model", default=None, help="default: the embedded model")
     parser.add_argument("--limit", type=int, default=64, help="arguments per stage")
     parser.add_argument("--eval-limit", type=int, default=64, help="test arguments asked")
