@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from valueharms.errors import InputError
-from valueharms.records import Generation
 from valueharms.score import get_scorer, get_scorer_names
 from valueharms.score.base import mask_noun_phrase
 from valueharms.score.cache import ScoreCache

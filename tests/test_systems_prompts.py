@@ -73,7 +73,7 @@ def test_study_keys_parse_to_themselves():
     """The study runner writes keys like ``vim:Hed+value:Hedonism``; they must be normal already."""
     for short, value in SHORT.items():
         for key in (f"vim:{short}+value:{value}", f"prompt:{short}+dual:{value}",
-                    f"benign:dolly+safety", "vanilla"):
+                    "benign:dolly+safety", "vanilla"):
             assert systems.parse_system(key).key == key
 
 

@@ -1,6 +1,5 @@
 import csv
 import io
-import time
 
 import numpy as np
 import pytest
@@ -8,7 +7,7 @@ from scipy.spatial.distance import jensenshannon
 
 from valueharms import targets
 from valueharms.errors import InputError
-from valueharms.values import EXTREME_MEMBERS, VALUES, Profile
+from valueharms.values import VALUES, Profile
 
 SHORTS = ["Ach", "Ben", "Con", "Hed", "Pow", "Sec", "SD", "Sti", "Tra", "Uni",
           "Openness_to_Change", "Self-Enhancement", "Conservation", "Self-Transcendence"]

@@ -79,12 +79,6 @@ class JsonlAppender:
         self.write_many([record])
 
     def write_many(self, records: Iterable[dict]) -> None:
-        """Several complete lines, one fsync (a kill leaves at most a partial last line)."""
-        self._fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-
-    def write_many(self, records: Iterable[dict]) -> None:
         """Several complete lines with one fsync; a kill keeps a prefix of them (whole lines)."""
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         if text:

@@ -375,6 +375,11 @@ def read_json(path: str | os.PathLike):
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
     """JSON lines; a truncated final line (an interrupted append) is ignored, others fail."""
+    return (record for _, record in read_jsonl_lines(path))
+
+
+def read_jsonl_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """(line number, record) of each JSON line, numbered as in the file (blank lines count)."""
     path = Path(path)
     lines = read_text(path).split("\n")
     for n, line in enumerate(lines, 1):
@@ -388,4 +393,4 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
             raise InputError(f"{path}: line {n}: invalid JSON ({exc.msg})") from None
         if not isinstance(record, dict):
             raise InputError(f"{path}: line {n}: expected a JSON object")
-        yield record
+        yield n, record

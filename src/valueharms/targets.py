@@ -5,7 +5,6 @@ extreme X by Jensen-Shannon divergence (natural log) between sum-normalised prof
 """
 from __future__ import annotations
 
-import json
 import os
 import tomllib
 from dataclasses import dataclass

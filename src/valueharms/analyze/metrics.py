@@ -85,7 +85,7 @@ def load_scores(inputs: Sequence[str | os.PathLike]) -> pd.DataFrame:
         raise InputError(f"--in {' '.join(map(str, inputs))}: no score files (*.jsonl with "
                          f"'scorer' and 'status') found")
     for path in files:
-        for line, record in enumerate(sources.read_jsonl(path), 1):
+        for line, record in sources.read_jsonl_lines(path):
             where = f"{path}: row {line}"
             _check(record, where)
             records.append({**record, "source": where})

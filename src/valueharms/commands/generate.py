@@ -6,19 +6,9 @@ import sys
 from dataclasses import replace
 
 from ..errors import InputError
-from . import add_data_dir
+from . import add_data_dir, positive
 
 
-def _positive(kind, zero: bool = False):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if value < 0 or (value == 0 and not zero):
-            raise argparse.ArgumentTypeError(f"{text!r} must be {'>= 0' if zero else '> 0'}")
-        return value
-    return parse
 
 
 def register(sub) -> None:
@@ -29,7 +19,7 @@ def register(sub) -> None:
                         "model load serves them all)")
     p.add_argument("--benchmark", required=True, help="rtp, holisticbiasr, hexphi, beavertails, advbench")
     p.add_argument("--subset", default=None, help="e.g. holisticbiasr: all | dispreferred")
-    p.add_argument("--limit", type=_positive(int), default=None, help="only the first N items")
+    p.add_argument("--limit", type=positive(int), default=None, help="only the first N items")
     p.add_argument("--categories", nargs="+", default=None, metavar="CATEGORY",
                    help="only these categories (see `valueharms benchmarks categories B`)")
     p.add_argument("--out", required=True, help="JSONL file; appended, a rerun resumes it")
@@ -45,7 +35,7 @@ def register(sub) -> None:
                    help="your own target profiles (.csv/.json/.toml) for prompt:/vim: systems")
     g = p.add_argument_group("backend")
     g.add_argument("--backend", choices=("hf", "vllm", "openai"), default="hf")
-    g.add_argument("--batch-size", type=_positive(int), default=None,
+    g.add_argument("--batch-size", type=positive(int), default=None,
                    help="rows per batch (hf default 8, vllm 256, openai 4 x concurrency)")
     g.add_argument("--form", choices=("auto", "chat", "base"), default="auto",
                    help="chat template, plain text, or chat when the model has a template")
@@ -55,19 +45,19 @@ def register(sub) -> None:
     g.add_argument("--api-mode", choices=("chat", "completions"), default="chat")
     g.add_argument("--api-key-env", default="OPENAI_API_KEY",
                    help="openai: environment variable holding the key")
-    g.add_argument("--concurrency", type=_positive(int), default=8, help="openai: requests in flight")
-    g.add_argument("--qps", type=_positive(float, zero=True), default=5.0,
+    g.add_argument("--concurrency", type=positive(int), default=8, help="openai: requests in flight")
+    g.add_argument("--qps", type=positive(float, zero=True), default=5.0,
                    help="openai: requests per second (0 = unlimited)")
-    g.add_argument("--attempts", type=_positive(int), default=6, help="openai: tries per request")
-    g.add_argument("--backoff", type=_positive(float, zero=True), default=1.0,
+    g.add_argument("--attempts", type=positive(int), default=6, help="openai: tries per request")
+    g.add_argument("--backoff", type=positive(float, zero=True), default=1.0,
                    help="openai: first retry wait in seconds (doubles each time)")
-    g.add_argument("--timeout", type=_positive(float), default=60.0, help="openai: seconds per request")
+    g.add_argument("--timeout", type=positive(float), default=60.0, help="openai: seconds per request")
     g = p.add_argument_group("decoding (default: the benchmark's paper settings)")
-    g.add_argument("--temperature", type=_positive(float, zero=True), default=None,
+    g.add_argument("--temperature", type=positive(float, zero=True), default=None,
                    help="0 = greedy")
-    g.add_argument("--top-p", type=_positive(float), default=None)
-    g.add_argument("--samples", type=_positive(int), default=None, help="samples per prompt")
-    g.add_argument("--max-new-tokens", type=_positive(int), default=None)
+    g.add_argument("--top-p", type=positive(float), default=None)
+    g.add_argument("--samples", type=positive(int), default=None, help="samples per prompt")
+    g.add_argument("--max-new-tokens", type=positive(int), default=None)
     g.add_argument("--stop", action="append", default=None, metavar="TEXT",
                    help="stop string (repeatable; replaces the benchmark's)")
     g.add_argument("--seed", type=int, default=42)

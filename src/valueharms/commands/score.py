@@ -1,12 +1,12 @@
 """``valueharms score``: score a generations file with one scorer, resumably and cached."""
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
 
 from ..errors import InputError
+from . import positive
 
 # CLI option -> the scorer option it sets (only options the user gave are passed on).
 _OPTIONS = {"perspective_url": "perspective_url", "attributes": "attributes",
@@ -43,32 +43,22 @@ def register(sub) -> None:
                                           "(default sasha/regardv3)")
     g.add_argument("--base-url", help="OpenAI-compatible endpoint (default api.openai.com)")
     g.add_argument("--judge-model", help="judge model name (remote) or id/path (:local)")
-    g.add_argument("--batch-size", type=_positive(int), help="items per local model batch")
+    g.add_argument("--batch-size", type=positive(int), help="items per local model batch")
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... for local models")
     g = p.add_argument_group("remote calls")
-    g.add_argument("--qps", type=_positive(float, zero=True),
+    g.add_argument("--qps", type=positive(float, zero=True),
                    help="requests per second, all threads (perspective 1, judges 5)")
-    g.add_argument("--concurrency", type=_positive(int), help="requests in flight")
-    g.add_argument("--attempts", type=_positive(int), help="tries per item before 'failed'")
-    g.add_argument("--backoff", type=_positive(float, zero=True),
+    g.add_argument("--concurrency", type=positive(int), help="requests in flight")
+    g.add_argument("--attempts", type=positive(int), help="tries per item before 'failed'")
+    g.add_argument("--backoff", type=positive(float, zero=True),
                    help="first retry wait in seconds, doubled each retry")
-    g.add_argument("--max-backoff", type=_positive(float, zero=True), help="longest wait")
-    g.add_argument("--timeout", type=_positive(float), help="seconds per request")
+    g.add_argument("--max-backoff", type=positive(float, zero=True), help="longest wait")
+    g.add_argument("--timeout", type=positive(float), help="seconds per request")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--verbose", action="store_true", help="log every retry")
     p.set_defaults(func=run)
 
 
-def _positive(kind, zero: bool = False):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value < 0 or (value == 0 and not zero):
-            raise argparse.ArgumentTypeError(f"{text!r} must be {'>= 0' if zero else '> 0'}")
-        return value
-    return parse
 
 
 def run(args) -> int:

@@ -9,7 +9,6 @@ resumes where it stopped (and settled verdicts it had not written yet come from 
 """
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -53,18 +52,9 @@ class Summary:
 def read_generations(path: str | Path) -> list[tuple[int, Generation]]:
     """(line number, Generation) for each line; InputError naming the line and field at fault."""
     path = Path(path)
-    lines = sources.read_text(path).split("\n")
     found: list[tuple[int, Generation]] = []
     first_line: dict[Key, int] = {}
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if n == len(lines):  # unterminated last line: an append that never finished
-                break
-            raise InputError(f"{path}: line {n}: invalid JSON ({exc.msg})") from None
+    for n, record in sources.read_jsonl_lines(path):
         gen = _generation(record, f"{path}: line {n}")
         if gen.key in first_line:
             raise InputError(f"{path}: line {n}: duplicate generation {list(gen.key)} "
@@ -121,7 +111,7 @@ def _scored(out: Path, scorer: str) -> dict[Key, str]:
     done: dict[Key, str] = {}
     if not out.exists() or out.stat().st_size == 0:
         return done
-    for n, record in enumerate(sources.read_jsonl(out), 1):
+    for n, record in sources.read_jsonl_lines(out):
         if record.get("scorer") != scorer:
             raise InputError(f"{out}: line {n}: scorer {record.get('scorer')!r} is not "
                              f"{scorer!r}; write this scorer's results to another --out")
