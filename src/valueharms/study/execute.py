@@ -27,14 +27,14 @@ def versions() -> dict[str, str]:
     return out
 
 
-def run_step(step: Step, study: Study) -> str:
+def run_step(step: Step, study: Study, progress: bool = False) -> str:
     """Run one step in its own folder; the manifest, written last, marks it done."""
     out = step.out_dir(study)
     if step.done(study):
         return step.id
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    RUNNERS[step.kind](step, study, out)
+    RUNNERS[step.kind](step, study, out, progress)
     manifest = {"step": step.id, "kind": step.kind, "config": step.config, "deps": list(step.deps),
                 "seed": study.seed, "versions": versions(), "started": start,
                 "seconds": round(time.time() - start, 3)}
@@ -56,7 +56,7 @@ def run_local(study: Study) -> None:
     for n, step in enumerate(todo, done + 1):
         start = time.time()
         say(f"[{n}/{len(steps)}] {step.id} ...")
-        run_step(step, study)
+        run_step(step, study, progress=True)
         say(f"[{n}/{len(steps)}] {step.id} done in {time.time() - start:.1f} s")
 
 

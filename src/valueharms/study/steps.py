@@ -1,5 +1,6 @@
 """What each kind of step does. A runner reads its inputs from its dependencies' folders and
-writes into its own folder ``out``; the executor writes the manifest once it returns."""
+writes into its own folder ``out``; the executor writes the manifest once it returns.
+``progress``: show the step's own progress bars (local runs; Ray workers' output is not shown)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -26,7 +27,7 @@ def adapter_dir(study: Study, system_base: str, train_step_id: str) -> Path:
     return root / "stage2" if system_base.startswith("vim:") else root
 
 
-def train(step: Step, study: Study, out: Path) -> None:
+def train(step: Step, study: Study, out: Path, progress: bool) -> None:
     from ..align import benign
     from ..align.trainer import BENIGN_CONFIG, TrainConfig, train_lora, train_vim
 
@@ -34,20 +35,20 @@ def train(step: Step, study: Study, out: Path) -> None:
     say = lambda message: print(f"  [{step.name}] {message}", flush=True)  # noqa: E731
     keys = ("epochs", "batch_size", "grad_accum", "max_length", "lr")
     if c["method"] == "vim":
-        config = replace(TrainConfig(), seed=study.seed, progress=False,
+        config = replace(TrainConfig(), seed=study.seed, progress=progress,
                          **{k: c[k] for k in keys if k in c})
         train_vim(_model(study), _target(study, c["target"]), out / ADAPTER, config,
                   data_dir=study.data_dir, limit=c.get("limit"), threshold=c.get("threshold", 3),
                   strategy=c.get("strategy", "min"), seed=study.seed, say=say)
         return
-    config = replace(BENIGN_CONFIG, seed=study.seed, progress=False,
+    config = replace(BENIGN_CONFIG, seed=study.seed, progress=progress,
                      **{k: c[k] for k in keys if k in c})
     data = benign.load(c["dataset"], data_file=c.get("data_files", {}).get(c["dataset"]),
                        data_dir=study.data_dir, limit=c.get("limit"))
     train_lora(_model(study), data.train, data.valid, out / ADAPTER, config, say=say)
 
 
-def generate(step: Step, study: Study, out: Path) -> None:
+def generate(step: Step, study: Study, out: Path, progress: bool) -> None:
     from .. import benchmarks, systems
     from ..generate import make_backend
     from ..generate.run import generate as run_generation
@@ -76,14 +77,14 @@ def generate(step: Step, study: Study, out: Path) -> None:
     backend = make_backend(backend_name, _model(study), **backend_options)
     summary = run_generation(chosen, items, backend, out / "generations.jsonl", decoding=decoding,
                              profiles={t.name: t for t in study.targets},
-                             data_dir=study.data_dir, progress=False)
+                             data_dir=study.data_dir, progress=progress)
     if summary.failed:
         # Not done: the next run retries only the failed rows.
         raise RuntimeError(f"{step.id}: {summary.failed} generations failed (see "
                            f"{summary.failures}); run the study again to retry them")
 
 
-def score(step: Step, study: Study, out: Path) -> None:
+def score(step: Step, study: Study, out: Path, progress: bool) -> None:
     from .. import score as scoring
     from ..score.cache import ScoreCache
     from ..score.run import score_file
@@ -92,12 +93,12 @@ def score(step: Step, study: Study, out: Path) -> None:
     source = study.out / "steps" / step.deps[0] / "generations.jsonl"
     with ScoreCache(None) as cache:
         summary = score_file(source, out / "scores.jsonl", scorer, cache=cache,
-                             retry=("failed",), progress=False)
+                             retry=("failed",), progress=progress)
     scorer.close()
     print(f"  [{step.name}] {summary.line()}", flush=True)
 
 
-def alignment(step: Step, study: Study, out: Path) -> None:
+def alignment(step: Step, study: Study, out: Path, progress: bool) -> None:
     """Survey answers of the base model and of every VIM and prompting system."""
     from ..align import check
     from ..generate import make_backend
@@ -130,7 +131,7 @@ def alignment(step: Step, study: Study, out: Path) -> None:
          "text": a.text, "score": a.score} for r in asked for a in r.answers])
 
 
-def metrics(step: Step, study: Study, out: Path) -> None:
+def metrics(step: Step, study: Study, out: Path, progress: bool) -> None:
     from .. import analyze
     from ..analyze.metrics import compute_metrics, load_scores
 
@@ -139,7 +140,7 @@ def metrics(step: Step, study: Study, out: Path) -> None:
     analyze.write(analyze.analyse(table, study.data_dir, list(study.targets)), out)
 
 
-def report(step: Step, study: Study, out: Path) -> None:
+def report(step: Step, study: Study, out: Path, progress: bool) -> None:
     from ..report import build_report
 
     metrics_dir = study.out / "steps" / step.deps[0]
@@ -151,7 +152,7 @@ def report(step: Step, study: Study, out: Path) -> None:
     atomic_write_text(out / "report.txt", f"{path}\n")
 
 
-RUNNERS: dict[str, Callable[[Step, Study, Path], None]] = {
+RUNNERS: dict[str, Callable[[Step, Study, Path, bool], None]] = {
     "train": train, "generate": generate, "score": score, "alignment": alignment,
     "metrics": metrics, "report": report}
 
