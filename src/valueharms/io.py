@@ -4,12 +4,28 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import shutil
 import tempfile
+from importlib import metadata
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from . import sources
+
+# What every manifest (training runs, study steps) records about the software that made it.
+_PACKAGES = ("valueharms", "torch", "transformers", "peft", "numpy", "pandas", "scipy")
+
+
+def versions() -> dict[str, str]:
+    """Python's and the key packages' versions, for manifests (a missing package is left out)."""
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import InputError
-from ..io import JsonlAppender, atomic_dir, atomic_write_text, write_jsonl
+from ..io import JsonlAppender, atomic_dir, atomic_write_text, versions, write_jsonl
 from ..records import Example
 
 IGNORE = -100  # label value the loss skips
@@ -245,21 +244,6 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _versions() -> dict[str, str]:
-    import peft
-    import torch
-    import transformers
-
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        ours = version("valueharms")
-    except PackageNotFoundError:
-        ours = "unknown"
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "peft": peft.__version__, "valueharms": ours}
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -438,7 +422,7 @@ def train_lora(model: str | None, train: Sequence[Example], valid: Sequence[Exam
     manifest = {
         "model": str(model), "model_path": model_path, "init_adapter": init_adapter,
         "fingerprint": fingerprint, "config": fingerprint["config"], "data": fingerprint["data"],
-        "seed": config.seed, "versions": _versions(), "started": started, "finished": _now(),
+        "seed": config.seed, "versions": versions(), "started": started, "finished": _now(),
         "best_epoch": best["epoch"] if best else None,
         "best_valid_loss": best["valid_loss"] if best else None, "selection": selection,
         "epochs_trained": config.epochs, "n_train": len(train_enc), "n_valid": len(valid_enc),

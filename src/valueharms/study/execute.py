@@ -3,29 +3,14 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
-from ..io import atomic_write_text
+from ..io import atomic_write_text, versions
 from .plan import Step, plan
 from .spec import Study
 from .steps import RUNNERS
-
-_PACKAGES = ("valueharms", "torch", "transformers", "peft", "numpy", "pandas", "scipy")
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
 
 def run_step(step: Step, study: Study, progress: bool = False) -> str:
     """Run one step in its own folder; the manifest, written last, marks it done."""
