@@ -181,6 +181,12 @@ def profiles_csv(results: Sequence[Alignment]) -> str:
     return buf.getvalue()
 
 
+def answer_records(results: Sequence[Alignment]) -> list[dict]:
+    """Every reply of every system (answers.jsonl): the text and the number parsed from it."""
+    return [{"system": r.system, "argument_id": a.argument_id, "values": list(a.values),
+             "text": a.text, "score": a.score} for r in results for a in r.answers]
+
+
 def describe(result: Alignment) -> str:
     nmse = result.nmse
     lines = [f"{result.system}: target {result.target.name}, {result.n_items} survey items, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..align.check import METHODS
 from ..errors import InputError
 from . import add_data_dir, add_subcommands
 
@@ -24,7 +25,7 @@ def register(sub) -> None:
                                                   "--prompting target)")
     a.add_argument("--profiles", default=None, metavar="FILE",
                    help="your own profiles (.csv/.json/.toml) to look targets up in")
-    a.add_argument("--method", choices=("generate", "likelihood"), default="generate",
+    a.add_argument("--method", choices=METHODS, default="generate",
                    help="generate: parse the number from a greedy reply (unclear replies are "
                         "counted, not guessed); likelihood: the likeliest of the tokens 1-6")
     a.add_argument("--limit", type=int, default=None, help="only the first N test arguments")
@@ -68,8 +69,6 @@ def _alignment(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "alignment.csv", check.table_csv([result]))
         atomic_write_text(out / "measured_profiles.csv", check.profiles_csv([result]))
-        write_jsonl(out / "answers.jsonl", [
-            {"system": system, "argument_id": a.argument_id, "values": list(a.values),
-             "text": a.text, "score": a.score} for a in result.answers])
+        write_jsonl(out / "answers.jsonl", check.answer_records([result]))
         print(f"wrote {out}/alignment.csv, measured_profiles.csv, answers.jsonl")
     return 0

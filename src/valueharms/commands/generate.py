@@ -9,8 +9,6 @@ from ..errors import InputError
 from . import add_data_dir, positive
 
 
-
-
 def register(sub) -> None:
     p = sub.add_parser("generate", help="generate answers of systems to a safety benchmark")
     p.add_argument("--system", action="append", required=True, metavar="KEY",

@@ -59,8 +59,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-
-
 def run(args) -> int:
     from ..score import get_scorer, scorer_options
     from ..score.cache import ScoreCache

@@ -102,18 +102,25 @@ def load(path: str | os.PathLike) -> Study:
         decoding=raw.get("decoding", {}), generation=raw.get("generation", {}),
         analysis=raw.get("analysis", {}))
     _check_scorers(path, study)
-    backend = study.generation.get("backend", "hf")
-    if backend not in ("hf", "vllm", "openai"):
-        raise InputError(f"{path}: [generation] backend {backend!r}: expected hf, vllm or openai")
-    if study.analysis.get("alignment", "generate") not in ("generate", "likelihood"):
-        raise InputError(f"{path}: [analysis] alignment {study.analysis['alignment']!r}: "
-                         f"expected generate or likelihood")
-    baseline = study.analysis.get("baseline", "background")
-    if baseline not in ("background", "0.5"):
-        raise InputError(f"{path}: [analysis] baseline {baseline!r}: expected background or 0.5")
+    _check_choices(path, study)
     if any(m in ("vim", "prompt") for m in study.methods) and not study.targets:
         raise InputError(f"{path}: [targets]: methods vim/prompt need at least one target")
     return study
+
+
+def _check_choices(path: Path, study: Study) -> None:
+    """Backend, alignment method and bias baseline: each one of the choices its module offers."""
+    from ..align.check import METHODS
+    from ..analyze.bias import BASELINES
+    from ..generate import BACKENDS
+
+    for section, key, value, choices in (
+            ("generation", "backend", study.generation.get("backend", "hf"), BACKENDS),
+            ("analysis", "alignment", study.analysis.get("alignment", "generate"), METHODS),
+            ("analysis", "baseline", study.analysis.get("baseline", "background"), BASELINES)):
+        if value not in choices:
+            raise InputError(f"{path}: [{section}] {key} {value!r}: expected "
+                             f"{' or '.join(choices)}")
 
 
 def check_data(study: Study) -> None:

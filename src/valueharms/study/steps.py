@@ -126,9 +126,7 @@ def alignment(step: Step, study: Study, out: Path, progress: bool) -> None:
     asked = [vanilla] + aligned
     atomic_write_text(out / "alignment.csv", check.table_csv(baselines + aligned))
     atomic_write_text(out / "measured_profiles.csv", check.profiles_csv(asked))
-    write_jsonl(out / "answers.jsonl", [
-        {"system": r.system, "argument_id": a.argument_id, "values": list(a.values),
-         "text": a.text, "score": a.score} for r in asked for a in r.answers])
+    write_jsonl(out / "answers.jsonl", check.answer_records(asked))
 
 
 def metrics(step: Step, study: Study, out: Path, progress: bool) -> None:
