@@ -26,6 +26,7 @@ import numpy as np
 from valueharms import benchmarks, targets
 from valueharms.align import vim_data
 from valueharms.align.trainer import TrainConfig, encode, train_lora
+from valueharms.chat import render_prompt
 from valueharms.generate import GenRequest, make_backend
 from valueharms.models import load_tokenizer
 from valueharms.records import Decoding
@@ -73,9 +74,8 @@ def train_speed(model, examples, tokenizer, device_note: str) -> float:
 def generate_speed(model, device, prompts: list[str], new_tokens: int) -> float:
     backend = make_backend("hf", model, device=device, batch_size=len(prompts))
     decoding = Decoding(temperature=0.1, top_p=0.75, max_new_tokens=new_tokens)
-    requests = [GenRequest(backend.tokenizer.apply_chat_template(
-        [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-        if backend.tokenizer.chat_template else p, decoding, seed=i) for i, p in enumerate(prompts)]
+    requests = [GenRequest(render_prompt(p, backend.tokenizer), decoding, seed=i)
+                for i, p in enumerate(prompts)]
     backend.generate(requests[:2])  # warm-up
     start = time.perf_counter()
     results = backend.generate(requests)
