@@ -41,3 +41,21 @@ def render_prompt(user_text: str, tokenizer, form: str = "auto", system: str | N
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     base = template("base_form.txt")
     return base.format(system=(system + "\n\n") if system else "", user=user_text)
+
+
+def prompt_token_ids(text: str, tokenizer) -> list[int]:
+    """The token ids that reach the model for a rendered prompt, exactly as training builds them.
+
+    The tokenizer's special tokens (BOS) are added unless the text already starts with BOS
+    (a chat template that writes it): never missing in base form, never doubled.
+    """
+    bos = tokenizer.bos_token
+    add_special = not (bos and text.startswith(bos))
+    return tokenizer(text, add_special_tokens=add_special)["input_ids"]
+
+
+def encode_prompts(texts, tokenizer, device=None):
+    """A left-padded batch (``input_ids``, ``attention_mask``) of :func:`prompt_token_ids`."""
+    features = [{"input_ids": prompt_token_ids(t, tokenizer)} for t in texts]
+    batch = tokenizer.pad(features, padding=True, return_tensors="pt")
+    return batch.to(device) if device is not None else batch

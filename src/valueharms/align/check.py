@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import sources
-from ..chat import render_prompt, template
+from ..chat import encode_prompts, render_prompt, template
 from ..errors import InputError
 from ..records import Decoding
 from ..values import PVQ_SCALE, VALUES, Profile
@@ -148,8 +148,7 @@ def likeliest_answers(backend, prompts: Sequence[str], adapter: str | None) -> l
     answers = []
     for start in range(0, len(prompts), backend.batch_size):
         batch = list(prompts[start:start + backend.batch_size])
-        enc = tokenizer(batch, return_tensors="pt", padding=True,
-                        add_special_tokens=False).to(backend.device)
+        enc = encode_prompts(batch, tokenizer, backend.device)
         rows = {"adapter_names": [name] * len(batch)} if name else {}
         with torch.inference_mode():
             logits = model(**enc, **rows).logits[:, -1, :]  # left padding: last = next token

@@ -116,18 +116,11 @@ class Encoded:
                 "labels": self.labels}
 
 
-def prompt_ids(text: str, tokenizer) -> list[int]:
-    """Token ids of a rendered prompt; the tokenizer's BOS is added unless the text has it."""
-    bos = tokenizer.bos_token
-    add_special = not (bos and text.startswith(bos))
-    return tokenizer(text, add_special_tokens=add_special)["input_ids"]
-
-
 def encode(example: Example, tokenizer, max_length: int, form: str = "auto") -> Encoded:
     """Prompt + completion + EOS, labels on the completion only, shortened from the left."""
-    from ..chat import render_prompt
+    from ..chat import prompt_token_ids, render_prompt
 
-    prompt = prompt_ids(render_prompt(example.prompt, tokenizer, form), tokenizer)
+    prompt = prompt_token_ids(render_prompt(example.prompt, tokenizer, form), tokenizer)
     completion = tokenizer(example.completion, add_special_tokens=False)["input_ids"]
     if tokenizer.eos_token_id is not None:
         completion = completion + [tokenizer.eos_token_id]

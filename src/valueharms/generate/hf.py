@@ -14,7 +14,7 @@ from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList
                           StoppingCriteriaList, StopStringCriteria, TemperatureLogitsWarper,
                           TopPLogitsWarper)
 
-from .. import models, prompts
+from .. import chat, models, prompts
 from ..errors import InputError
 from ..records import BenchmarkItem, Decoding, System
 from ..values import Profile
@@ -72,7 +72,7 @@ class HFBackend:
         return prompts.build_prompt(system, item, self.tokenizer, profile=profile, form=self.form)
 
     def prompt_length(self, prompt: str) -> int:
-        return len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        return len(chat.prompt_token_ids(prompt, self.tokenizer))
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         results: list[GenResult | None] = [None] * len(requests)
@@ -125,8 +125,7 @@ class HFBackend:
 
     def _batch(self, requests: list[GenRequest], decoding: Decoding) -> list[str]:
         names = [self.adapter_name(r.adapter) if r.adapter else BASE for r in requests]
-        enc = self.tokenizer([r.prompt for r in requests], return_tensors="pt", padding=True,
-                             add_special_tokens=False).to(self.device)
+        enc = chat.encode_prompts([r.prompt for r in requests], self.tokenizer, self.device)
         config = GenerationConfig(max_new_tokens=decoding.max_new_tokens, do_sample=False,
                                   pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos)
         processors = LogitsProcessorList()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import models, prompts
+from .. import chat, models, prompts
 from ..errors import InputError
 from ..records import BenchmarkItem, Decoding, System
 from ..values import Profile
@@ -98,7 +98,7 @@ class VLLMBackend:
         return prompts.build_prompt(system, item, self.tokenizer, profile=profile, form=self.form)
 
     def prompt_length(self, prompt: str) -> int:
-        return len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        return len(chat.prompt_token_ids(prompt, self.tokenizer))
 
     def load_adapters(self, paths: list[str]) -> None:
         for path in paths:
@@ -111,9 +111,8 @@ class VLLMBackend:
         from vllm.lora.request import LoRARequest
 
         parts = engine_requests(requests, self.loras)
-        # The prompt goes in as token ids: the chat template is already applied, so vLLM
-        # must not add a BOS of its own.
-        inputs = [{"prompt_token_ids": self.tokenizer(p, add_special_tokens=False)["input_ids"]}
+        # The prompt goes in as the token ids training used (BOS once), so vLLM adds nothing.
+        inputs = [{"prompt_token_ids": chat.prompt_token_ids(p, self.tokenizer)}
                   for p, _, _ in parts]
         params = [self._vllm.SamplingParams(**kw) for _, kw, _ in parts]
         loras = [LoRARequest(s.name, s.id, s.path) if s else None for _, _, s in parts]

@@ -135,8 +135,7 @@ class LocalJudge(_Rubric, Scorer):
 
         tok = self.tokenizer
         prompts = [chat.render_prompt(text, tok) for _, text in items]
-        enc = tok(prompts, return_tensors="pt", padding=True,
-                  add_special_tokens=not chat.uses_chat(tok)).to(self.lm.device)
+        enc = chat.encode_prompts(prompts, tok, self.lm.device)
         with torch.inference_mode():
             out = self.lm.generate(**enc, do_sample=False, max_new_tokens=self.max_new_tokens,
                                    pad_token_id=tok.pad_token_id)
