@@ -43,7 +43,7 @@ def test_registry_names_and_errors(monkeypatch):
             "judge-beavertails", "judge-refusal-heuristic"} <= set(get_scorer_names())
     with pytest.raises(InputError, match="unknown scorer"):
         get_scorer("toxicity-magic")
-    with pytest.raises(InputError, match="option 'model' does not apply"):
+    with pytest.raises(InputError, match="option model: does not apply"):
         get_scorer("offline-toxicity", model="x")
     monkeypatch.delenv("PERSPECTIVE_API_KEY", raising=False)
     with pytest.raises(InputError, match="PERSPECTIVE_API_KEY"):

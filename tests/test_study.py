@@ -142,6 +142,74 @@ def test_step_ids_follow_their_inputs(tmp_path):
     assert moved == {"generate/rtp", "score/rtp", "metrics/all", "report/index"}
 
 
+
+# The four values of issue 14 that used to pass a dry run and fail hours later in a step:
+# (as --set, as an edit of the study file, the error).
+TYPED = {
+    "epochs": ('train.epochs="five"', ("epochs = 1\nbatch_size = 4", 'epochs = "five"\nbatch_size = 4'),
+               "[train] epochs: expected an integer, got 'five'"),
+    "temperature": ('decoding.temperature="hot"', ("[generation]", '[decoding]\ntemperature = "hot"\n[generation]'),
+                    "[decoding] temperature: expected a number, got 'hot'"),
+    "batch_size": ("train.batch_size=-3", ("epochs = 1\nbatch_size = 4", "epochs = 1\nbatch_size = -3"),
+                   "[train] batch_size -3: must be greater than"),
+    "vim with openai": ('generation.backend="openai"', ("[generation]", '[generation]\nbackend = "openai"'),
+                        "[generation] backend 'openai' cannot serve"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TYPED))
+@pytest.mark.parametrize("how", ["file", "set"])
+@pytest.mark.parametrize("dry", [True, False])
+def test_bad_values_stop_the_load_even_in_a_dry_run(case, how, dry, tmp_path, capsys):
+    override, (old, new), expected = TYPED[case]
+    path = write_study(tmp_path, Path("m"), methods='["vanilla", "vim"]')
+    argv = ["run", str(path)] + (["--dry-run"] if dry else [])
+    if how == "set":
+        argv += ["--set", override]
+    else:
+        assert old in path.read_text()
+        path.write_text(path.read_text().replace(old, new))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err and str(path) in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def _ids(path: Path, *overrides: str) -> dict[str, str]:
+    return {s.name + s.kind: s.id for s in plan.plan(spec.load(path, overrides))}
+
+
+def test_set_changes_a_step_id_exactly_when_the_value_changes(tmp_path):
+    path = write_study(tmp_path, Path("m"))
+    base = _ids(path)
+    # The file says epochs = 1; 5 is the default of an unset key.
+    assert _ids(path, "train.epochs=1") == base
+    assert _ids(path, "train.lora_r=8") == base  # unset, given its default
+    changed = _ids(path, "train.epochs=2")
+    assert {k for k in base if base[k] != changed[k]} >= {"vim-Hedtrain"}
+    assert changed["benign-grammartrain"] == base["benign-grammartrain"]
+    rtp = _ids(path, "benchmarks.rtp.limit=3")
+    assert rtp["rtpgenerate"] != base["rtpgenerate"] and rtp["hexphigenerate"] == base["hexphigenerate"]
+    assert rtp["vim-Hedtrain"] == base["vim-Hedtrain"]
+    assert _ids(path, "benchmarks.rtp.limit=2") == base
+
+
+def test_set_needs_section_key_and_value(tmp_path, capsys):
+    path = write_study(tmp_path, Path("m"))
+    assert main(["run", str(path), "--dry-run", "--set", "epochs=2"]) == 2
+    assert "--set 'epochs=2': expected SECTION.KEY=VALUE" in capsys.readouterr().err
+
+
+def test_version_and_schema(cli):
+    version = cli("--version")
+    assert version.returncode == 0 and version.stdout.startswith("valueharms ")
+    result = cli("run", "--schema")
+    assert result.returncode == 0, result.stderr
+    schema = json.loads(result.stdout)
+    assert set(schema["properties"]) == set(spec.StudyFile.model_fields)
+    train = schema["$defs"]["VimOptions"]["properties"]["epochs"]
+    assert train["minimum"] == 1 and train["default"] == 5 and train["description"]
+
 # ----------------------------------------------------------------------------- running
 
 def _outputs(out: Path) -> dict[str, str]:

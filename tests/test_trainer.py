@@ -170,11 +170,11 @@ def test_no_validation_keeps_the_last_epoch_and_init_adapter_continues(trained, 
 
 
 def test_bad_configuration_is_an_input_error(tiny_model_dir, tmp_path):
-    with pytest.raises(InputError, match="--epochs 0"):
+    with pytest.raises(InputError, match="epochs 0"):
         train_lora(str(tiny_model_dir), examples(4), [], tmp_path / "x", TrainConfig(epochs=0))
     with pytest.raises(InputError, match="no training examples"):
         train_lora(str(tiny_model_dir), [], [], tmp_path / "x", TrainConfig())
-    with pytest.raises(InputError, match="--target-modules"):
+    with pytest.raises(InputError, match="target_modules"):
         train_lora(str(tiny_model_dir), examples(4), [], tmp_path / "x",
                    TrainConfig(target_modules=("no_such_proj",), progress=False))
     assert not (tmp_path / "x" / "manifest.json").exists()

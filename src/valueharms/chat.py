@@ -8,7 +8,9 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-FORMS = ("auto", "chat", "base")
+from .config import PROMPT_FORMS
+
+FORMS = PROMPT_FORMS  # the old name
 
 
 def template(name: str, override_dir: str | Path | None = None) -> str:

@@ -11,12 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import targets
+from .config import BENIGN_DATASETS
 from .errors import InputError
 from .records import System
 from .values import SHORT, Profile, resolve_value
 
 KINDS = ("vanilla", "vim", "prompt", "benign")
-BENIGN_DATASETS = ("alpaca", "dolly", "grammar", "samsum")
 MITIGATIONS = ("none", "safety", "value", "dual")
 ADAPTER_KINDS = ("vim", "benign")  # the kinds whose model is the base model plus a LoRA adapter
 

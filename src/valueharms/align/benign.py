@@ -14,10 +14,11 @@ from typing import Any, Iterable, Sequence
 
 from .. import sources
 from ..chat import template
+from ..config import BENIGN_DATASETS
 from ..errors import InputError
 from ..records import Example
 
-DATASETS = ("alpaca", "dolly", "grammar", "samsum")
+DATASETS = BENIGN_DATASETS
 DOLLY_CATEGORIES = ("brainstorming", "classification", "closed_qa", "creative_writing",
                     "general_qa", "information_extraction", "open_qa", "summarization")
 HF_SAMSUM = "Samsung/samsum"  # used only when no local file exists and the hub is reachable

@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import sources
 from ..chat import encode_prompts, render_prompt, template
+from ..config import ALIGNMENT_METHODS
 from ..errors import InputError
 from ..records import Decoding
 from ..values import PVQ_SCALE, VALUES, Profile
@@ -31,7 +32,7 @@ from .vim_data import parse_survey_answer, survey_prompt
 SPAN = max(PVQ_SCALE) - min(PVQ_SCALE)
 # Greedy and short: the answer is one number, possibly with its label.
 SURVEY_DECODING = Decoding(temperature=0.0, top_p=1.0, max_new_tokens=16)
-METHODS = ("generate", "likelihood")
+METHODS = ALIGNMENT_METHODS  # the old name
 
 
 @dataclass(frozen=True)

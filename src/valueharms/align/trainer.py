@@ -22,67 +22,19 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..config import TrainConfig  # also the name callers import from here
 from ..errors import InputError
 from ..io import JsonlAppender, atomic_dir, atomic_write_text, versions, write_jsonl
 from ..records import Example
 
 IGNORE = -100  # label value the loss skips
-PROMPT_FORMS = ("auto", "chat", "base")
 WORK, BEST, CHECKPOINTS = "_work", "best", "checkpoints"
 LOG_NAME, MANIFEST_NAME = "train_log.jsonl", "manifest.json"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training settings; the defaults are the VIM ones (DESIGN.md section 2)."""
-
-    lora_r: int = 8
-    lora_alpha: int = 32
-    lora_dropout: float = 0.1
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-    lr: float = 2e-5
-    scheduler: str = "linear"
-    epochs: int = 5
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_length: int = 512
-    seed: int = 42
-    prompt_form: str = "auto"
-    save_steps: int = 50  # checkpoint interval (optimizer steps) for resuming a killed run
-    logging_steps: int = 1
-    pad_to: int | None = None  # fixed padding length; None = dynamic (pad to the batch's longest)
-    progress: bool = True
-
-    def validate(self) -> None:
-        """Raise InputError naming the first bad option."""
-        checks = [
-            ("--epochs", self.epochs, self.epochs >= 1),
-            ("--lr", self.lr, 0 < self.lr < 1),
-            ("--batch-size", self.batch_size, self.batch_size >= 1),
-            ("--grad-accum", self.grad_accum, self.grad_accum >= 1),
-            ("--max-length", self.max_length, self.max_length >= 8),
-            ("--seed", self.seed, self.seed >= 0),
-            ("--lora-r", self.lora_r, self.lora_r >= 1),
-            ("--lora-alpha", self.lora_alpha, self.lora_alpha > 0),
-            ("--lora-dropout", self.lora_dropout, 0 <= self.lora_dropout < 1),
-            ("--save-steps", self.save_steps, self.save_steps >= 1),
-            ("--prompt-form", self.prompt_form, self.prompt_form in PROMPT_FORMS),
-            ("--pad-to", self.pad_to, self.pad_to is None or self.pad_to >= self.max_length),
-        ]
-        for option, value, ok in checks:
-            if not ok:
-                raise InputError(f"{option} {value!r}: out of range")
-        if not self.target_modules:
-            raise InputError("--target-modules: at least one module name is needed")
-
-
-# Benign baselines (DESIGN.md section 2): 1 epoch, batch 1 x 16 accumulation, max length 2048.
-BENIGN_CONFIG = TrainConfig(epochs=1, batch_size=1, grad_accum=16, max_length=2048)
 
 
 @dataclass(frozen=True)
@@ -260,7 +212,7 @@ def _load_peft_model(model_path: str, config: TrainConfig, init_adapter: str | N
     try:
         return get_peft_model(base, lora)
     except ValueError as exc:
-        raise InputError(f"--target-modules {','.join(config.target_modules)}: "
+        raise InputError(f"target_modules {','.join(config.target_modules)}: "
                          f"{str(exc).splitlines()[0]}") from None
 
 
@@ -292,7 +244,7 @@ def _training_args(config: TrainConfig, output_dir: Path, has_valid: bool):
 
 def _fingerprint(model: str, train: Sequence[Example], valid: Sequence[Example],
                  config: TrainConfig, init_adapter: str | None) -> dict[str, Any]:
-    settings = {k: v for k, v in asdict(config).items() if k != "progress"}
+    settings = config.model_dump(exclude={"progress"})
     # JSON-normalised (tuples become lists) so that it compares equal to run.json
     return json.loads(json.dumps({
         "model": model, "init_adapter": init_adapter, "config": settings,
@@ -346,7 +298,6 @@ def train_lora(model: str | None, train: Sequence[Example], valid: Sequence[Exam
     from .. import models
     from ..models import load_tokenizer
 
-    config.validate()
     if not train:
         raise InputError("no training examples (check --limit and the data)")
     model_path = models.resolve(model)
@@ -451,7 +402,6 @@ def train_vim(model: str | None, profile, out_dir: str | os.PathLike,
     stage 2 (survey answers) into ``out_dir/stage2``, continuing the best stage-1 adapter."""
     from .vim_data import build_vim
 
-    config.validate()
     data = build_vim(profile, data_dir=data_dir, threshold=threshold, strategy=strategy,
                      seed=seed, limit=limit)
     out = Path(out_dir)

@@ -35,12 +35,13 @@ import numpy as np
 
 from .. import sources
 from ..chat import template
+from ..config import SCORE_RULES
 from ..errors import InputError
 from ..records import Example
 from ..sources import Argument
 from ..values import PVQ_SCALE, VALUES, Profile
 
-STRATEGIES = ("min", "mean", "max")
+STRATEGIES = SCORE_RULES  # the old name
 SPLITS = ("train", "valid", "test")
 POLARITIES = ("pos", "neg")
 WOULD = {"pos": "would", "neg": "would not"}  # the polarity, as the stage-1 prompt says it

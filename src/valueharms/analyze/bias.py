@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..config import BASELINES
 from ..errors import InputError
 
-BASELINES = ("0.5", "background")
 CONFIDENCE = 0.975
 RESAMPLES = 9999
 PARITY_NOTE = ("baseline 0.5 compares a negative-regard PERCENTAGE with 0.5 (i.e. 0.5 %), "

@@ -5,6 +5,9 @@ Shared option helpers live here so every command spells them the same way.
 from __future__ import annotations
 
 import argparse
+import types
+
+from ..errors import InputError
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
@@ -28,3 +31,60 @@ def positive(kind: type = int, zero: bool = False):
             raise argparse.ArgumentTypeError(f"{text!r} must be {'>= 0' if zero else '> 0'}")
         return value
     return parse
+
+
+def add_options(parser: argparse.ArgumentParser, model: type, *, skip: tuple[str, ...] = (),
+                title: str | None = None, defaults: dict | None = None) -> None:
+    """One flag per field of the options ``model`` (``lora_r`` -> ``--lora-r``), with its help,
+    choices and default: the CLI spells an option as the study file does.
+
+    Flags left out stay unset, so :func:`options_from` passes only what the user gave.
+    """
+    group = parser.add_argument_group(title) if title else parser
+    for name, info in model.model_fields.items():
+        if name in skip:
+            continue
+        default = (defaults or {}).get(name, info.get_default(call_default_factory=True))
+        kind, choices, many = _flag_type(info.annotation)
+        shown = "" if default in (None, (), {}) else f" (default: {_show(default)})"
+        kwargs: dict = {"default": None, "help": f"{info.description or ''}{shown}"}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs.update(type=kind, choices=choices, metavar=None if choices else name.upper())
+            if many:
+                kwargs["nargs"] = "+"
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, **kwargs)
+
+
+def options_from(args: argparse.Namespace, model: type, **fixed):
+    """The options ``model`` built from the flags given (see :func:`add_options`) and ``fixed``;
+    a bad value is an InputError naming its flag."""
+    from ..config import OptionError
+
+    given = {name: getattr(args, name) for name in model.model_fields
+             if getattr(args, name, None) is not None}
+    try:
+        return model(**given, **fixed)
+    except OptionError as exc:
+        flag = exc.field.split(".")[0].replace("_", "-")
+        raise InputError(f"--{flag}{exc.detail}") from None
+
+
+def _flag_type(annotation) -> tuple[type, tuple | None, bool]:
+    """(argparse type, choices, several values) for a field's type."""
+    import typing
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return type(args[0]), tuple(args), False
+    if origin is typing.Annotated or origin in (typing.Union, types.UnionType):
+        return _flag_type(args[0])
+    if origin is tuple:
+        return _flag_type(args[0])[0], None, True
+    return annotation, None, False
+
+
+def _show(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)

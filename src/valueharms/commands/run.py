@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import Counter
 
@@ -12,7 +13,12 @@ def register(sub) -> None:
     p = sub.add_parser("run", help="run a study file: train, generate, score, analyse, report",
                        description="Plan the study's steps, skip those already done, run the "
                                    "rest and print the report's path.")
-    p.add_argument("study", help="study file (TOML), e.g. studies/demo.toml")
+    p.add_argument("study", nargs="?", help="study file (TOML), e.g. studies/demo.toml")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a study key, e.g. --set train.epochs=2 or --set "
+                        "benchmarks.rtp.limit=10 (the value is read as TOML; repeatable)")
+    p.add_argument("--schema", action="store_true",
+                   help="print the JSON schema of study files (for editor completion) and stop")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local: one step after another in this process; ray: steps as Ray "
                         "tasks (a GPU each for training and generation when the cluster has GPUs)")
@@ -52,7 +58,12 @@ def _print_plan(study) -> None:
 def _run(args: argparse.Namespace) -> int:
     from ..study import execute, spec
 
-    study = spec.load(args.study)
+    if args.schema:
+        print(json.dumps(spec.StudyFile.model_json_schema(), indent=1))
+        return 0
+    if not args.study:
+        raise InputError("run: a study file is needed (or --schema)")
+    study = spec.load(args.study, args.set)
     problems = _problems(study)
     if args.dry_run:
         _print_plan(study)

@@ -18,11 +18,10 @@ import hashlib
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..config import BACKENDS
 from ..errors import InputError
 from ..records import BenchmarkItem, Decoding, System
 from ..values import Profile
-
-BACKENDS = ("hf", "vllm", "openai")
 
 
 @dataclass(frozen=True)

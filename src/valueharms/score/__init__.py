@@ -18,10 +18,13 @@ Registry names (a ``:local`` suffix on a judge runs it on a local transformers m
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
+import typing
 from typing import Any
 
+from ..config import OptionError, Options
 from ..errors import InputError
 
 # name -> (module, class, fixed arguments); modules are imported on use to keep start-up light.
@@ -38,6 +41,11 @@ _REGISTRY: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 
 
+def names() -> list[str]:
+    """Every registry name, variants included (``judge-hexphi:local``)."""
+    return sorted(_REGISTRY)
+
+
 def get_scorer_names() -> list[str]:
     """Base names (before any ``:variant``) a study file or ``--scorer`` may use."""
     return sorted({name.split(":")[0] for name in _REGISTRY})
@@ -50,14 +58,36 @@ def scorer_options(name: str) -> list[str]:
     return [p for p in params if p not in ("self", *fixed)]
 
 
-def get_scorer(name: str, **options: Any):
-    """A ready scorer; InputError for an unknown name, option, missing key or model."""
-    cls, fixed = _lookup(name)
+@functools.cache
+def options_model(name: str) -> type[Options]:
+    """The typed options of scorer ``name``, read from its constructor's signature."""
+    from pydantic import create_model
+
+    cls, _ = _lookup(name)
+    hints = typing.get_type_hints(cls.__init__)
+    params = inspect.signature(cls.__init__).parameters
+    fields: Any = {p: (hints.get(p, Any), ... if params[p].default is inspect.Parameter.empty
+                       else params[p].default) for p in scorer_options(name)}
+    return create_model(f"{cls.__name__}Options", __base__=Options, **fields)
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Raise OptionError unless every option applies to scorer ``name`` and has its type."""
     accepted = scorer_options(name)
     for option in options:
         if option not in accepted:
-            raise InputError(f"scorer {name}: option {option!r} does not apply (accepted: "
-                             f"{', '.join(accepted) or 'none'})")
+            raise OptionError(option, f": does not apply to {name} (accepted: "
+                                      f"{', '.join(accepted) or 'none'})")
+    options_model(name)(**options)
+
+
+def get_scorer(name: str, **options: Any):
+    """A ready scorer; InputError for an unknown name, option, missing key or model."""
+    cls, fixed = _lookup(name)
+    try:
+        check_options(name, options)
+    except OptionError as exc:
+        raise exc.located(f"scorer {name}: option") from None
     return cls(**fixed, **options)
 
 

@@ -47,27 +47,28 @@ def plan(study: Study) -> list[Step]:
         if method == "vim":
             for t in study.targets:
                 step = Step("train", f"vim-{t.name}", {**base, "method": "vim", "target": t.name,
-                            "scores": list(t.scores), **study.train}, gpu=True)
+                            "scores": list(t.scores), **study.train.set_values()}, gpu=True)
                 adapters[f"vim:{t.name}"] = step
                 steps.append(step)
         elif method.startswith("benign:"):
             dataset = method.split(":", 1)[1]
             step = Step("train", f"benign-{dataset}", {**base, "method": "benign",
-                        "dataset": dataset, **study.benign}, gpu=True)
+                        "dataset": dataset, **study.benign.set_values()}, gpu=True)
             adapters[method] = step
             steps.append(step)
     systems = study.system_keys()
-    chunk = int(study.generation.get("systems_per_step", 0)) or len(systems)
+    chunk = study.generation.systems_per_step or len(systems)
     score_steps = []
-    for bench, options in study.benchmarks.items():
+    for bench, bench_options in study.benchmarks.items():
+        options = bench_options.set_values()
         for i in range(0, len(systems), chunk):
             group = systems[i:i + chunk]
             trained = {s.split("+")[0]: adapters[s.split("+")[0]].id for s in group
                        if s.split("+")[0] in adapters}
             label = bench if chunk >= len(systems) else f"{bench}-{i // chunk}"
             gen = Step("generate", label, {**base, "benchmark": bench, "options": options,
-                       "systems": group, "adapters": trained, "decoding": study.decoding,
-                       "generation": study.generation, "device": study.device},
+                       "systems": group, "adapters": trained, "decoding": study.decoding.set_values(),
+                       "generation": study.generation.set_values(), "device": study.device},
                        tuple(sorted(set(trained.values()))), gpu=True)
             scorer = study.scorers[bench]
             score = Step("score", label, {"scorer": scorer,
@@ -80,11 +81,11 @@ def plan(study: Study) -> list[Step]:
     if aligned or prompted:
         align_step = Step("alignment", "survey", {**base, "systems": aligned + prompted,
                           "adapters": {k: adapters[k].id for k in aligned},
-                          "limit": study.train.get("limit"), "device": study.device,
-                          "method": study.analysis.get("alignment", "generate")},
+                          "limit": study.train.limit, "device": study.device,
+                          "method": study.analysis.alignment},
                           tuple(adapters[k].id for k in aligned), gpu=True)
         steps.append(align_step)
-    metrics = Step("metrics", "all", {"baseline": study.analysis.get("baseline", "background"),
+    metrics = Step("metrics", "all", {"baseline": study.analysis.baseline,
                    "seed": study.seed}, tuple(s.id for s in score_steps))
     report = Step("report", "index", {"baseline": metrics.config["baseline"]}, (metrics.id,) + ((align_step.id,) if align_step else ()))
     return steps + [metrics, report]

@@ -1,40 +1,80 @@
-"""The study file: parsed into a typed Study and validated before any work starts."""
+"""The study file: parsed into a typed Study and validated before any work starts.
+
+Each section is a typed options model (:mod:`valueharms.config`); a bad value, an unknown key
+or a rule across sections stops the load with one line naming the file, ``[section]`` and key.
+"""
 from __future__ import annotations
 
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+from pydantic import Field
+
+from .. import benchmarks as benchmark_registry
 from .. import sources, targets
+from ..config import (ADAPTER_BACKENDS, AnalysisOptions, BenchmarkOptions, BenignOptions,
+                      DecodingOptions, GenerationOptions, Names, OptionError, Options,
+                      VimOptions)
 from ..errors import InputError
-from ..values import Profile, resolve_value
+from ..values import Profile
 
-METHODS = ("vanilla", "prompt", "vim", "benign")
-BENIGN = ("alpaca", "dolly", "grammar", "samsum")
-BENCHMARK_FILES = {"rtp": ["rtp"], "hexphi": ["hexphi"], "beavertails": ["beavertails"],
-                   "advbench": ["advbench"],
-                   "holisticbiasr": ["holisticbias-descriptors", "holisticbias-nouns",
-                                     "holisticbias-standalone_noun_phrases"]}
 # Scorers that call a paid API, and the environment variable holding their key.
 API_KEYS = {"perspective": "PERSPECTIVE_API_KEY", "judge-hexphi": "OPENAI_API_KEY",
             "judge-beavertails": "OPENAI_API_KEY"}
 
-_SECTIONS = {
-    "study": {"name", "out", "model", "seed", "data_dir", "device"},
-    "targets": {"names", "sets", "file"},
-    "systems": {"methods", "mitigations"},
-    "train": {"limit", "epochs", "batch_size", "max_length", "lr", "threshold", "strategy"},
-    "benign": {"limit", "epochs", "batch_size", "grad_accum", "max_length", "lr", "data_files"},
-    "benchmarks": None,  # a table per benchmark, checked below
-    "scorers": None,
-    "scorer_options": None,
-    "decoding": {"temperature", "top_p", "max_new_tokens", "samples"},
-    "generation": {"backend", "batch_size", "systems_per_step", "base_url"},
-    "analysis": {"baseline", "alignment"},
-}
-_BENCH_KEYS = {"subset", "limit", "categories", "samples", "max_new_tokens", "temperature", "top_p"}
+
+class StudySection(Options):
+    """``[study]``: what is studied and where the results go."""
+
+    name: str | None = Field(None, description="the study's name (default: the file's stem)")
+    out: str = Field(description="output directory, relative to the study file")
+    model: str = Field("default", description="Hugging Face id or path of the base model "
+                       "(default: the embedded model)")
+    seed: int = Field(42, ge=0, description="seed of every step")
+    data_dir: str | None = Field(None, description="directory with the data files (searched "
+                                 "before $VALUEHARMS_DATA, ./data and ../shared/data)")
+    device: str | None = Field(None, description="hf: cpu, cuda, cuda:1 ...")
+
+
+class TargetsSection(Options):
+    """``[targets]``: the value profiles to align to."""
+
+    names: Names = Field((), description="profile names (see `valueharms targets list`)")
+    sets: Names = Field((), description="named sets of profiles, e.g. paper")
+    file: str | None = Field(None, description="your own profiles (.csv/.json/.toml)")
+
+
+class SystemsSection(Options):
+    """``[systems]``: the systems under test."""
+
+    methods: Names = Field(("vanilla",), description="vanilla, prompt, vim, benign:<dataset>")
+    mitigations: Names = Field(("none",), description="none, safety, value:<Value>, "
+                               "dual:<Value>")
+
+
+class StudyFile(Options):
+    """A study file, one table per section (``valueharms run --schema`` prints its schema)."""
+
+    study: StudySection
+    targets: TargetsSection = TargetsSection()
+    systems: SystemsSection = SystemsSection()
+    train: VimOptions = VimOptions()
+    benign: BenignOptions = BenignOptions()
+    benchmarks: dict[str, BenchmarkOptions] = Field(default_factory=dict,
+                                                    description="a table per benchmark")
+    scorers: dict[str, str] = Field(default_factory=dict,
+                                    description="the scorer of each benchmark")
+    scorer_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="a table per scorer: its constructor options")
+    decoding: DecodingOptions = DecodingOptions()
+    generation: GenerationOptions = GenerationOptions()
+    analysis: AnalysisOptions = AnalysisOptions()
+
+
+_TABLES_OF_TABLES = ("benchmarks", "scorer_options")
 
 
 @dataclass(frozen=True)
@@ -51,14 +91,14 @@ class Study:
     targets: tuple[Profile, ...]
     methods: tuple[str, ...]  # e.g. vanilla, prompt, vim, benign:grammar
     mitigations: tuple[str, ...]
-    train: dict[str, Any]
-    benign: dict[str, Any]
-    benchmarks: dict[str, dict[str, Any]]
+    train: VimOptions
+    benign: BenignOptions
+    benchmarks: dict[str, BenchmarkOptions]
     scorers: dict[str, str]
     scorer_options: dict[str, dict[str, Any]]
-    decoding: dict[str, Any]
-    generation: dict[str, Any]
-    analysis: dict[str, Any] = field(default_factory=dict)
+    decoding: DecodingOptions
+    generation: GenerationOptions
+    analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
 
     def system_keys(self) -> list[str]:
         """Every system under test, mitigations included, in a stable order."""
@@ -77,61 +117,98 @@ class Study:
         return sorted(k for k in needed if not os.environ.get(k))
 
 
-def load(path: str | os.PathLike) -> Study:
+def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Study:
+    """Read a study file, apply ``overrides`` (``section.key=value`` each), validate it all."""
     path = Path(path)
     try:
         raw = tomllib.loads(sources.read_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path}: invalid TOML ({exc})") from None
-    _check_keys(path, raw)
-    s = raw.get("study", {})
-    if "out" not in s:
-        raise InputError(f"{path}: [study] out: missing (the output directory)")
-    data_dir = s.get("data_dir") or None
+    for override in overrides:
+        apply_override(raw, override)
+    parsed = _validate(path, raw)
+    s = parsed.study
+    data_dir = s.data_dir or None
     study = Study(
-        path=path, name=str(s.get("name", path.stem)),
-        out=(path.parent / s["out"]).resolve() if not Path(s["out"]).is_absolute() else Path(s["out"]),
-        model=str(s.get("model", "default")), seed=_int(path, "study", "seed", s.get("seed", 42)),
-        data_dir=data_dir, device=s.get("device"),
-        targets=tuple(_targets(path, raw.get("targets", {}), data_dir)),
-        methods=tuple(_methods(path, raw.get("systems", {}).get("methods", ["vanilla"]))),
-        mitigations=tuple(_mitigations(path, raw.get("systems", {}).get("mitigations", ["none"]))),
-        train=raw.get("train", {}), benign=raw.get("benign", {}),
-        benchmarks=_benchmarks(path, raw.get("benchmarks", {})),
-        scorers=dict(raw.get("scorers", {})), scorer_options=dict(raw.get("scorer_options", {})),
-        decoding=raw.get("decoding", {}), generation=raw.get("generation", {}),
-        analysis=raw.get("analysis", {}))
+        path=path, name=s.name or path.stem,
+        out=(path.parent / s.out).resolve() if not Path(s.out).is_absolute() else Path(s.out),
+        model=s.model, seed=s.seed, data_dir=data_dir, device=s.device,
+        targets=tuple(_targets(path, parsed.targets, data_dir)),
+        methods=tuple(_methods(path, parsed.systems.methods)),
+        mitigations=tuple(_mitigations(path, parsed.systems.mitigations)),
+        train=parsed.train, benign=parsed.benign,
+        benchmarks=_benchmarks(path, parsed.benchmarks),
+        scorers=parsed.scorers, scorer_options=parsed.scorer_options,
+        decoding=parsed.decoding, generation=parsed.generation, analysis=parsed.analysis)
     _check_scorers(path, study)
-    _check_choices(path, study)
     if any(m in ("vim", "prompt") for m in study.methods) and not study.targets:
         raise InputError(f"{path}: [targets]: methods vim/prompt need at least one target")
+    _check_adapters(path, study)
     return study
 
 
-def _check_choices(path: Path, study: Study) -> None:
-    """Backend, alignment method and bias baseline: each one of the choices its module offers."""
-    from ..align.check import METHODS
-    from ..analyze.bias import BASELINES
-    from ..generate import BACKENDS
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Set ``section.key=value`` (``benchmarks.rtp.limit=3``) in a parsed study file.
 
-    for section, key, value, choices in (
-            ("generation", "backend", study.generation.get("backend", "hf"), BACKENDS),
-            ("analysis", "alignment", study.analysis.get("alignment", "generate"), METHODS),
-            ("analysis", "baseline", study.analysis.get("baseline", "background"), BASELINES)):
-        if value not in choices:
-            raise InputError(f"{path}: [{section}] {key} {value!r}: expected "
-                             f"{' or '.join(choices)}")
+    The value is read as TOML (``2``, ``"text"``, ``[1, 2]``); anything else is text.
+    """
+    key, eq, text = override.partition("=")
+    parts = [p.strip() for p in key.split(".")]
+    if not eq or len(parts) < 2 or not all(parts):
+        raise InputError(f"--set {override!r}: expected SECTION.KEY=VALUE, e.g. train.epochs=2")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    table = raw
+    for part in parts[:-1]:
+        table = table.setdefault(part, {})
+        if not isinstance(table, dict):
+            raise InputError(f"--set {override!r}: {part} is not a table")
+    table[parts[-1]] = value
+
+
+def _validate(path: Path, raw: dict[str, Any]) -> StudyFile:
+    """The typed study file; an error names the file, ``[section]`` and key."""
+    for section, value in raw.items():
+        if section not in StudyFile.model_fields:
+            raise InputError(f"{path}: unknown section [{section}]; expected one of "
+                             f"{', '.join(StudyFile.model_fields)}")
+        if not isinstance(value, dict):
+            raise InputError(f"{path}: [{section}] must be a table")
+    try:
+        return StudyFile(**{"study": {}, **raw})
+    except OptionError as exc:
+        raise _located(path, exc) from None
+
+
+def _located(path: Path, exc: OptionError) -> InputError:
+    """``exc`` (a field path such as ``benchmarks.rtp.limit``) as ``[section] key``."""
+    parts = exc.field.split(".")
+    depth = 2 if parts[0] in _TABLES_OF_TABLES else 1
+    section, key = ".".join(parts[:depth]), ".".join(parts[depth:])
+    if exc.detail == ": unknown option":
+        model = BenchmarkOptions if parts[0] == "benchmarks" else \
+            StudyFile.model_fields[parts[0]].annotation
+        expected = ", ".join(sorted(model.model_fields)) if isinstance(model, type) and \
+            issubclass(model, Options) else ""
+        return InputError(f"{path}: [{section}] unknown key {key!r}"
+                          + (f"; expected one of {expected}" if expected else ""))
+    if (section, key, exc.detail) == ("study", "out", ": missing"):
+        return InputError(f"{path}: [study] out: missing (the output directory)")
+    return InputError(f"{path}: [{section}] {key}{exc.detail}" if key
+                      else f"{path}: [{section}]{exc.detail}")
 
 
 def check_data(study: Study) -> None:
     """Every data file the study reads must be findable before work starts."""
-    keys = [k for b in study.benchmarks for k in BENCHMARK_FILES[b]]
+    keys = [k for b in study.benchmarks for k in benchmark_registry.get(b).files]
     if "vim" in study.methods:
         keys += ["valueeval", "arguments-train", "arguments-valid", "arguments-test"]
     for method in study.methods:
         if method.startswith("benign:"):
             dataset = method.split(":", 1)[1]
-            files = study.benign.get("data_files", {})
+            files = study.benign.data_files
             if dataset in files:
                 if not Path(files[dataset]).is_file():
                     raise InputError(f"{study.path}: [benign] data_files.{dataset}: "
@@ -142,32 +219,12 @@ def check_data(study: Study) -> None:
         sources.locate(key, study.data_dir)
 
 
-def _check_keys(path: Path, raw: dict) -> None:
-    for section, value in raw.items():
-        if section not in _SECTIONS:
-            raise InputError(f"{path}: unknown section [{section}]; expected one of "
-                             f"{', '.join(_SECTIONS)}")
-        if not isinstance(value, dict):
-            raise InputError(f"{path}: [{section}] must be a table")
-        allowed = _SECTIONS[section]
-        for key in value:
-            if allowed is not None and key not in allowed:
-                raise InputError(f"{path}: [{section}] unknown key {key!r}; expected one of "
-                                 f"{', '.join(sorted(allowed))}")
-
-
-def _int(path: Path, section: str, key: str, value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InputError(f"{path}: [{section}] {key}: expected an integer, got {value!r}")
-    return value
-
-
-def _targets(path: Path, spec: dict, data_dir: str | None) -> list[Profile]:
-    extra = targets.read_profiles(spec["file"]) if spec.get("file") else []
+def _targets(path: Path, spec: TargetsSection, data_dir: str | None) -> list[Profile]:
+    extra = targets.read_profiles(spec.file) if spec.file else []
     out: list[Profile] = list(extra)
-    for set_name in spec.get("sets", []):
+    for set_name in spec.sets:
         out += targets.load_set(set_name, data_dir)
-    for name in spec.get("names", []):
+    for name in spec.names:
         try:
             out.append(targets.find(name, data_dir, extra))
         except InputError as exc:
@@ -180,43 +237,39 @@ def _targets(path: Path, spec: dict, data_dir: str | None) -> list[Profile]:
     return unique
 
 
-def _methods(path: Path, methods: list) -> list[str]:
+def _methods(path: Path, methods: Sequence[str]) -> list[str]:
+    from ..systems import BENIGN_DATASETS, KINDS
+
     for m in methods:
-        kind, _, arg = str(m).partition(":")
-        if kind not in METHODS or (kind == "benign") != bool(arg) or (kind == "benign" and arg not in BENIGN):
-            raise InputError(f"{path}: [systems] methods: {m!r} is not one of vanilla, prompt, vim, "
-                             f"benign:{'|'.join(BENIGN)}")
-    return [str(m) for m in methods]
+        kind, _, arg = m.partition(":")
+        if kind not in KINDS or (kind == "benign") != bool(arg) or (
+                kind == "benign" and arg not in BENIGN_DATASETS):
+            raise InputError(f"{path}: [systems] methods: {m!r} is not one of vanilla, prompt, "
+                             f"vim, benign:{'|'.join(BENIGN_DATASETS)}")
+    return list(methods)
 
 
-def _mitigations(path: Path, mitigations: list) -> list[str]:
-    out = []
-    for m in mitigations:
-        kind, _, value = str(m).partition(":")
-        if kind in ("none", "safety") and not value:
-            out.append(kind)
-        elif kind in ("value", "dual") and value:
-            try:
-                out.append(f"{kind}:{resolve_value(value)}")
-            except InputError as exc:
-                raise InputError(f"{path}: [systems] mitigations: {exc}") from None
-        else:
-            raise InputError(f"{path}: [systems] mitigations: {m!r}; expected none, safety, "
-                             f"value:<Value> or dual:<Value>")
-    return out
+def _mitigations(path: Path, mitigations: Sequence[str]) -> list[str]:
+    from ..systems import parse_mitigation
+
+    try:
+        return [parse_mitigation(m) for m in mitigations]
+    except InputError as exc:
+        raise InputError(f"{path}: [systems] mitigations: {exc}") from None
 
 
-def _benchmarks(path: Path, spec: dict) -> dict[str, dict[str, Any]]:
+def _benchmarks(path: Path, spec: dict[str, BenchmarkOptions]) -> dict[str, BenchmarkOptions]:
+    known = ", ".join(benchmark_registry.BENCHMARKS)
     if not spec:
-        raise InputError(f"{path}: [benchmarks]: name at least one of {', '.join(BENCHMARK_FILES)}")
+        raise InputError(f"{path}: [benchmarks]: name at least one of {known}")
     for name, options in spec.items():
-        if name not in BENCHMARK_FILES:
+        if name not in benchmark_registry.BENCHMARKS:
             raise InputError(f"{path}: [benchmarks.{name}]: unknown benchmark; expected one of "
-                             f"{', '.join(BENCHMARK_FILES)}")
-        unknown = set(options) - _BENCH_KEYS
-        if unknown:
-            raise InputError(f"{path}: [benchmarks.{name}] unknown key {sorted(unknown)[0]!r}; "
-                             f"expected one of {', '.join(sorted(_BENCH_KEYS))}")
+                             f"{known}")
+        subsets = benchmark_registry.get(name).subsets
+        if options.subset is not None and options.subset not in subsets:
+            raise InputError(f"{path}: [benchmarks.{name}] subset {options.subset!r}: expected "
+                             f"one of {', '.join(subsets)}")
     return spec
 
 
@@ -229,15 +282,33 @@ def _check_scorers(path: Path, study: Study) -> None:
     for bench, scorer in study.scorers.items():
         if bench not in study.benchmarks:
             raise InputError(f"{path}: [scorers] {bench}: not a benchmark of this study")
-        try:
-            accepted = score.scorer_options(scorer)
-        except InputError:
+        if scorer not in score.names():
             raise InputError(f"{path}: [scorers] {bench}: unknown scorer {scorer!r}; expected one "
-                             f"of {', '.join(sorted(score._REGISTRY))}") from None
-        for option in study.scorer_options.get(scorer, {}):
-            if option not in accepted:
-                raise InputError(f"{path}: [scorer_options.{scorer}] {option}: does not apply to "
-                                 f"{scorer} (accepted: {', '.join(accepted) or 'none'})")
-    for name in study.scorer_options:
+                             f"of {', '.join(score.names())}")
+    for name, options in study.scorer_options.items():
         if name not in study.scorers.values():
             raise InputError(f"{path}: [scorer_options.{name}]: no benchmark uses scorer {name!r}")
+        try:
+            score.check_options(name, options)
+        except OptionError as exc:
+            raise exc.located(f"{path}: [scorer_options.{name}]") from None
+
+
+def _check_adapters(path: Path, study: Study) -> None:
+    """Adapter systems need a backend that serves adapters; vLLM at most max_loras per step."""
+    generation = study.generation
+    trained = [m for m in study.methods if m == "vim" or m.startswith("benign:")]
+    if trained and generation.backend not in ADAPTER_BACKENDS:
+        raise InputError(f"{path}: [systems] methods: {', '.join(trained)} need LoRA adapters, "
+                         f"which [generation] backend {generation.backend!r} cannot serve "
+                         f"(use {' or '.join(ADAPTER_BACKENDS)})")
+    if generation.backend != "vllm" or not trained:
+        return
+    keys = study.system_keys()
+    chunk = generation.systems_per_step or len(keys)
+    most = max(len({k.split("+")[0] for k in keys[i:i + chunk]
+                    if k.startswith(("vim:", "benign:"))}) for i in range(0, len(keys), chunk))
+    if most > generation.max_loras:
+        raise InputError(f"{path}: [generation] systems_per_step: a step would serve {most} "
+                         f"adapters, above max_loras {generation.max_loras} (raise max_loras "
+                         f"or lower systems_per_step)")

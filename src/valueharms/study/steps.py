@@ -29,38 +29,38 @@ def adapter_dir(study: Study, system_base: str, train_step_id: str) -> Path:
 
 def train(step: Step, study: Study, out: Path, progress: bool) -> None:
     from ..align import benign
-    from ..align.trainer import BENIGN_CONFIG, TrainConfig, train_lora, train_vim
+    from ..align.trainer import train_lora, train_vim
+    from ..config import BenignOptions, VimOptions, train_config
 
     c = step.config
     say = lambda message: print(f"  [{step.name}] {message}", flush=True)  # noqa: E731
-    keys = ("epochs", "batch_size", "grad_accum", "max_length", "lr")
     if c["method"] == "vim":
-        config = replace(TrainConfig(), seed=study.seed, progress=progress,
-                         **{k: c[k] for k in keys if k in c})
-        train_vim(_model(study), _target(study, c["target"]), out / ADAPTER, config,
-                  data_dir=study.data_dir, limit=c.get("limit"), threshold=c.get("threshold", 3),
-                  strategy=c.get("strategy", "min"), seed=study.seed, say=say)
+        vim = VimOptions(**{k: c[k] for k in VimOptions.model_fields if k in c})
+        train_vim(_model(study), _target(study, c["target"]), out / ADAPTER,
+                  train_config(vim, seed=study.seed, progress=progress), data_dir=study.data_dir,
+                  limit=vim.limit, threshold=vim.threshold, strategy=vim.strategy,
+                  seed=study.seed, say=say)
         return
-    config = replace(BENIGN_CONFIG, seed=study.seed, progress=progress,
-                     **{k: c[k] for k in keys if k in c})
-    data = benign.load(c["dataset"], data_file=c.get("data_files", {}).get(c["dataset"]),
-                       data_dir=study.data_dir, limit=c.get("limit"))
-    train_lora(_model(study), data.train, data.valid, out / ADAPTER, config, say=say)
+    options = BenignOptions(**{k: c[k] for k in BenignOptions.model_fields if k in c})
+    data = benign.load(c["dataset"], data_file=options.data_files.get(c["dataset"]),
+                       data_dir=study.data_dir, limit=options.limit)
+    train_lora(_model(study), data.train, data.valid, out / ADAPTER,
+               train_config(options, seed=study.seed, progress=progress), say=say)
 
 
 def generate(step: Step, study: Study, out: Path, progress: bool) -> None:
     from .. import benchmarks, systems
+    from ..config import BenchmarkOptions, GenerationOptions
     from ..generate import make_backend
     from ..generate.run import generate as run_generation
 
     c = step.config
     bench = benchmarks.get(c["benchmark"])
-    options = c["options"]
-    overrides = {k: v for k, v in {**c["decoding"], **options}.items()
-                 if k in ("temperature", "top_p", "max_new_tokens", "samples")}
+    options = BenchmarkOptions(**c["options"])
+    overrides = {**c["decoding"], **options.decoding().set_values()}
     decoding = replace(bench.decoding, seed=study.seed, **overrides)
-    items = benchmarks.load_items(c["benchmark"], options.get("subset"), study.data_dir,
-                                  options.get("limit"), options.get("categories"))
+    items = benchmarks.load_items(c["benchmark"], options.subset, study.data_dir,
+                                  options.limit, options.categories)
     chosen = []
     for key in c["systems"]:
         base = key.split("+")[0]
@@ -69,12 +69,11 @@ def generate(step: Step, study: Study, out: Path, progress: bool) -> None:
                                       extra=list(study.targets))
         systems.require_adapter(system)
         chosen.append(system)
-    g = c["generation"]
-    backend_name = g.get("backend", "hf")
-    backend_options = {k: g[k] for k in ("batch_size", "base_url") if k in g}
-    if backend_name == "hf":
+    g = GenerationOptions(**c["generation"])
+    backend_options = g.for_backend()
+    if g.backend == "hf":
         backend_options["device"] = c.get("device")
-    backend = make_backend(backend_name, _model(study), **backend_options)
+    backend = make_backend(g.backend, _model(study), **backend_options)
     summary = run_generation(chosen, items, backend, out / "generations.jsonl", decoding=decoding,
                              profiles={t.name: t for t in study.targets},
                              data_dir=study.data_dir, progress=progress)
@@ -106,7 +105,7 @@ def alignment(step: Step, study: Study, out: Path, progress: bool) -> None:
     c = step.config
     arguments = check.test_arguments(study.data_dir, c.get("limit"))
     backend = make_backend("hf", _model(study), device=c.get("device"),
-                           batch_size=study.generation.get("batch_size", 8))
+                           batch_size=study.generation.batch_size or 8)
     adapters = {key: str(adapter_dir(study, key, sid)) for key, sid in c["adapters"].items()}
     backend.load_adapters(sorted(adapters.values()))
     names = sorted({key.split(":", 1)[1] for key in c["systems"]})
