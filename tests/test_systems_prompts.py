@@ -278,3 +278,53 @@ def test_prompt_show_every_method_and_form(cli, tiny_model_dir, data_dir, tokeni
     too_far = cli("prompt", "show", "--system", "vanilla", "--benchmark", "advbench",
                   "--item", "100000", "--form", "base")
     assert too_far.returncode == 2 and "out of range" in too_far.stderr
+
+
+# --- the one key type ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("key, says", [
+    ("gpt:x", "unknown kind 'gpt'"),
+    ("vim:", "'vim' needs its target after ':'"),
+    ("benign:", "'benign' needs its data set after ':'"),
+    ("vanilla:Hed", "nothing may follow 'vanilla:'"),
+    ("adapter:mine", "adapter:<name>=<path or hub id>"),
+    ("adapter:=org/lora", "'adapter' needs its name"),
+    ("adapter:a+b=org/lora", "a name without"),
+    ("vim:Hed+value:Greed", "unknown value 'Greed'"),
+])
+def test_strict_parse_names_the_bad_part(key, says):
+    with pytest.raises(InputError, match=re.escape(says)):
+        systems.SystemKey.parse(key)
+
+
+@pytest.mark.parametrize("key, parts", [
+    ("vim:Hed+value:Hedonism", ("vim", "Hed", None, "value:Hedonism", "value", "vim")),
+    ("benign:grammar+safety", ("benign", None, "grammar", "safety", "safety", "benign:grammar")),
+    ("adapter:mine=org/my-lora", ("adapter", None, None, "none", "none", "adapter:mine")),
+    ("adapter:local=/tmp/a+b/lora+dual:Hedonism",
+     ("adapter", None, None, "dual:Hedonism", "dual", "adapter:local")),
+])
+def test_key_parts_and_format_round_trip(key, parts):
+    parsed = systems.SystemKey.parse(key)
+    assert (parsed.kind, parsed.target, parsed.dataset, parsed.mitigation, parsed.strategy,
+            parsed.system_type) == parts
+    assert str(parsed) == key and systems.SystemKey.parse(str(parsed)) == parsed
+
+
+def test_adapter_locations(tmp_path):
+    hub = systems.SystemKey.parse("adapter:mine=org/my-lora+safety")
+    assert hub.location == "org/my-lora" and hub.adapter_dir() == "org/my-lora"
+    assert hub.base == "adapter:mine=org/my-lora" and hub.takes_adapter
+    assert systems.SystemKey.parse("vim:Hed").adapter_dir(tmp_path) == str(tmp_path / "stage2")
+    assert systems.SystemKey.parse("benign:dolly").adapter_dir(tmp_path) == str(tmp_path)
+    assert systems.SystemKey.parse("prompt:Hed").adapter_dir(tmp_path) is None
+    system = systems.parse_system("adapter:mine=org/my-lora")
+    assert system.adapter == "org/my-lora" and systems.require_adapter(system) is not None
+    with pytest.raises(InputError, match="adapter_config.json"):
+        systems.require_adapter(systems.parse_system(f"adapter:here={tmp_path}"))
+
+
+def test_lenient_parse_reads_any_row():
+    key = systems.SystemKey.parse("gpt-4:whatever+custom", strict=False)
+    assert (key.kind, key.mitigation, key.strategy, key.system_type) == (
+        "gpt-4", "custom", "custom", "gpt-4")

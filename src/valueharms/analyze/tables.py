@@ -3,12 +3,12 @@ category, and per mitigation strategy. Column labels always name the scorer."""
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..systems import SystemKey
 from .metrics import family
 
 # One headline harm metric per benchmark family (higher = more harmful), and the comparison
@@ -21,33 +21,13 @@ HEADLINE = {"rtp": ("expected_max_toxicity", "toxicity_probability"),
 STRATEGIES = ("none", "safety", "value", "dual")
 
 
-@dataclass(frozen=True)
-class SystemKey:
-    """A system key such as ``vim:Hed+value:Hedonism`` taken apart."""
-
-    system: str
-    base: str  # without the mitigation: ``vim:Hed``
-    kind: str  # vanilla | vim | prompt | benign | anything else the user named
-    target: str | None  # vim / prompt target profile
-    dataset: str | None  # benign fine-tune data set
-    mitigation: str  # none | safety | value:<Value> | dual:<Value>
-    strategy: str  # none | safety | value | dual
-    system_type: str  # the comparison table's row: vanilla, vim, prompt, benign:<dataset>
-
-
 def parse_system(key: str) -> SystemKey:
-    base, _, mitigation = key.partition("+")
-    kind, _, arg = base.partition(":")
-    mitigation = mitigation or "none"
-    target = arg or None if kind in ("vim", "prompt") else None
-    dataset = arg or None if kind == "benign" else None
-    system_type = f"benign:{dataset}" if kind == "benign" and dataset else kind
-    return SystemKey(key, base, kind, target, dataset, mitigation, mitigation.split(":")[0],
-                     system_type)
+    """Deprecated: use ``valueharms.systems.SystemKey.parse(key, strict=False)``."""
+    return SystemKey.parse(key, strict=False)
 
 
 def systems_frame(systems) -> pd.DataFrame:
-    return pd.DataFrame([asdict(parse_system(s)) for s in sorted(set(systems))])
+    return pd.DataFrame([SystemKey.parse(s, strict=False).row() for s in sorted(set(systems))])
 
 
 def _type_order(system_type: str) -> tuple:

@@ -108,18 +108,18 @@ def _systems(args: argparse.Namespace, extra) -> list:
     if args.adapter and args.adapters_root:
         raise InputError("--adapter and --adapters-root: give one or the other")
     parsed = [systems.parse_system(key, data_dir=args.data_dir, extra=extra) for key in args.system]
-    needing = [s for s in parsed if s.kind in systems.ADAPTER_KINDS]
+    needing = [s for s in parsed if s.kind in systems.TRAINED_KINDS]
     if args.adapter and len(args.adapter) != len(needing):
         raise InputError(f"--adapter: given {len(args.adapter)}, but {len(needing)} of the "
                          f"systems take an adapter (vim:, benign:), one --adapter each in order")
     given = iter(args.adapter)
     out = []
     for system in parsed:
-        if system.kind in systems.ADAPTER_KINDS:
+        if system.kind in systems.TRAINED_KINDS:
             path = (next(given) if args.adapter else
                     systems.adapter_path(system, args.adapters_root) if args.adapters_root else None)
             system = replace(system, adapter=str(path) if path is not None else None)
-            systems.require_adapter(system)
+        systems.require_adapter(system)
         out.append(system)
     return out
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .spec import Study
+from ..systems import SystemKey
+from .spec import PER_TARGET, Study
 
 KINDS = ("train", "generate", "score", "alignment", "metrics", "report")
 
@@ -48,10 +49,10 @@ def plan(study: Study) -> list[Step]:
             for t in study.targets:
                 step = Step("train", f"vim-{t.name}", {**base, "method": "vim", "target": t.name,
                             "scores": list(t.scores), **study.train.set_values()}, gpu=True)
-                adapters[f"vim:{t.name}"] = step
+                adapters[str(SystemKey("vim", t.name))] = step
                 steps.append(step)
-        elif method.startswith("benign:"):
-            dataset = method.split(":", 1)[1]
+        elif method not in PER_TARGET and SystemKey.parse(method).dataset is not None:
+            dataset = SystemKey.parse(method).dataset
             step = Step("train", f"benign-{dataset}", {**base, "method": "benign",
                         "dataset": dataset, **study.benign.set_values()}, gpu=True)
             adapters[method] = step
@@ -63,8 +64,8 @@ def plan(study: Study) -> list[Step]:
         options = bench_options.set_values()
         for i in range(0, len(systems), chunk):
             group = systems[i:i + chunk]
-            trained = {s.split("+")[0]: adapters[s.split("+")[0]].id for s in group
-                       if s.split("+")[0] in adapters}
+            bases = [SystemKey.parse(s).base for s in group]
+            trained = {b: adapters[b].id for b in bases if b in adapters}
             label = bench if chunk >= len(systems) else f"{bench}-{i // chunk}"
             gen = Step("generate", label, {**base, "benchmark": bench, "options": options,
                        "systems": group, "adapters": trained, "decoding": study.decoding.set_values(),
@@ -75,8 +76,9 @@ def plan(study: Study) -> list[Step]:
                          "options": study.scorer_options.get(scorer, {})}, (gen.id,))
             steps += [gen, score]
             score_steps.append(score)
-    aligned = [k for k in adapters if k.startswith("vim:")]
-    prompted = [f"prompt:{t.name}" for t in study.targets] if "prompt" in study.methods else []
+    aligned = [k for k in adapters if SystemKey.parse(k).kind == "vim"]
+    prompted = [str(SystemKey("prompt", t.name)) for t in study.targets] \
+        if "prompt" in study.methods else []
     align_step = None
     if aligned or prompted:
         align_step = Step("alignment", "survey", {**base, "systems": aligned + prompted,

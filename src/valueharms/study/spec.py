@@ -19,6 +19,7 @@ from ..config import (ADAPTER_BACKENDS, AnalysisOptions, BenchmarkOptions, Benig
                       DecodingOptions, GenerationOptions, Names, OptionError, Options,
                       VimOptions)
 from ..errors import InputError
+from ..systems import BENIGN_DATASETS, SystemKey, parse_mitigation
 from ..values import Profile
 
 # Scorers that call a paid API, and the environment variable holding their key.
@@ -74,6 +75,7 @@ class StudyFile(Options):
     analysis: AnalysisOptions = AnalysisOptions()
 
 
+PER_TARGET = ("vim", "prompt")  # methods that give one system per target
 _TABLES_OF_TABLES = ("benchmarks", "scorer_options")
 
 
@@ -104,11 +106,15 @@ class Study:
         """Every system under test, mitigations included, in a stable order."""
         bases = []
         for method in self.methods:
-            if method in ("vim", "prompt"):
-                bases += [f"{method}:{t.name}" for t in self.targets]
+            if method in PER_TARGET:
+                bases += [SystemKey(method, t.name) for t in self.targets]
             else:
-                bases.append(method)
-        return [b if m == "none" else f"{b}+{m}" for b in bases for m in self.mitigations]
+                bases.append(SystemKey.parse(method))
+        return [str(b.with_mitigation(m)) for b in bases for m in self.mitigations]
+
+    def fixed_systems(self) -> list[SystemKey]:
+        """The methods that name one system each (vanilla, benign:<dataset>), parsed."""
+        return [SystemKey.parse(m) for m in self.methods if m not in PER_TARGET]
 
     def missing_keys(self) -> list[str]:
         """API keys the chosen scorers need but the environment lacks."""
@@ -205,9 +211,9 @@ def check_data(study: Study) -> None:
     keys = [k for b in study.benchmarks for k in benchmark_registry.get(b).files]
     if "vim" in study.methods:
         keys += ["valueeval", "arguments-train", "arguments-valid", "arguments-test"]
-    for method in study.methods:
-        if method.startswith("benign:"):
-            dataset = method.split(":", 1)[1]
+    for key in study.fixed_systems():
+        dataset = key.dataset
+        if dataset is not None:
             files = study.benign.data_files
             if dataset in files:
                 if not Path(files[dataset]).is_file():
@@ -238,20 +244,23 @@ def _targets(path: Path, spec: TargetsSection, data_dir: str | None) -> list[Pro
 
 
 def _methods(path: Path, methods: Sequence[str]) -> list[str]:
-    from ..systems import BENIGN_DATASETS, KINDS
-
+    expected = f"vanilla, prompt, vim, benign:{'|'.join(BENIGN_DATASETS)}"
+    out = []
     for m in methods:
-        kind, _, arg = m.partition(":")
-        if kind not in KINDS or (kind == "benign") != bool(arg) or (
-                kind == "benign" and arg not in BENIGN_DATASETS):
-            raise InputError(f"{path}: [systems] methods: {m!r} is not one of vanilla, prompt, "
-                             f"vim, benign:{'|'.join(BENIGN_DATASETS)}")
-    return list(methods)
+        if m in PER_TARGET:
+            out.append(m)
+            continue
+        try:
+            key = SystemKey.parse(m)
+        except InputError:
+            raise InputError(f"{path}: [systems] methods: {m!r} is not one of {expected}") from None
+        if key.kind not in ("vanilla", "benign") or key.mitigation != "none":
+            raise InputError(f"{path}: [systems] methods: {m!r} is not one of {expected}")
+        out.append(str(key))
+    return out
 
 
 def _mitigations(path: Path, mitigations: Sequence[str]) -> list[str]:
-    from ..systems import parse_mitigation
-
     try:
         return [parse_mitigation(m) for m in mitigations]
     except InputError as exc:
@@ -297,7 +306,8 @@ def _check_scorers(path: Path, study: Study) -> None:
 def _check_adapters(path: Path, study: Study) -> None:
     """Adapter systems need a backend that serves adapters; vLLM at most max_loras per step."""
     generation = study.generation
-    trained = [m for m in study.methods if m == "vim" or m.startswith("benign:")]
+    trained = ["vim"] if "vim" in study.methods else []
+    trained += [str(k) for k in study.fixed_systems() if k.takes_adapter]
     if trained and generation.backend not in ADAPTER_BACKENDS:
         raise InputError(f"{path}: [systems] methods: {', '.join(trained)} need LoRA adapters, "
                          f"which [generation] backend {generation.backend!r} cannot serve "
@@ -306,8 +316,9 @@ def _check_adapters(path: Path, study: Study) -> None:
         return
     keys = study.system_keys()
     chunk = generation.systems_per_step or len(keys)
-    most = max(len({k.split("+")[0] for k in keys[i:i + chunk]
-                    if k.startswith(("vim:", "benign:"))}) for i in range(0, len(keys), chunk))
+    adapters = [SystemKey.parse(k) for k in keys]
+    most = max(len({k.base for k in adapters[i:i + chunk] if k.takes_adapter})
+               for i in range(0, len(keys), chunk))
     if most > generation.max_loras:
         raise InputError(f"{path}: [generation] systems_per_step: a step would serve {most} "
                          f"adapters, above max_loras {generation.max_loras} (raise max_loras "

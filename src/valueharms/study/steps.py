@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..io import atomic_write_text, write_jsonl
+from ..systems import SystemKey
 from .plan import Step
 from .spec import Study
 
@@ -22,9 +23,10 @@ def _target(study: Study, name: str):
     return next(t for t in study.targets if t.name == name)
 
 
-def adapter_dir(study: Study, system_base: str, train_step_id: str) -> Path:
-    root = study.out / "steps" / train_step_id / ADAPTER
-    return root / "stage2" if system_base.startswith("vim:") else root
+def adapter_dir(study: Study, system: str, train_step_id: str) -> Path:
+    """The adapter a train step made for ``system`` (VIM: its stage 2)."""
+    trained = study.out / "steps" / train_step_id / ADAPTER
+    return Path(str(SystemKey.parse(system).adapter_dir(trained)))
 
 
 def train(step: Step, study: Study, out: Path, progress: bool) -> None:
@@ -63,7 +65,7 @@ def generate(step: Step, study: Study, out: Path, progress: bool) -> None:
                                   options.limit, options.categories)
     chosen = []
     for key in c["systems"]:
-        base = key.split("+")[0]
+        base = SystemKey.parse(key).base
         adapter = adapter_dir(study, base, c["adapters"][base]) if base in c["adapters"] else None
         system = systems.parse_system(key, adapter, data_dir=study.data_dir,
                                       extra=list(study.targets))
@@ -108,7 +110,8 @@ def alignment(step: Step, study: Study, out: Path, progress: bool) -> None:
                            batch_size=study.generation.batch_size or 8)
     adapters = {key: str(adapter_dir(study, key, sid)) for key, sid in c["adapters"].items()}
     backend.load_adapters(sorted(adapters.values()))
-    names = sorted({key.split(":", 1)[1] for key in c["systems"]})
+    keys = [SystemKey.parse(key) for key in c["systems"]]
+    names = sorted({str(key.target) for key in keys})
     # The base model's answers do not depend on the target: asked once, compared with each.
     method = c.get("method", "generate")
     vanilla = check.evaluate(backend, "vanilla", _target(study, names[0]), arguments,
@@ -116,11 +119,11 @@ def alignment(step: Step, study: Study, out: Path, progress: bool) -> None:
     texts = [a.text for a in vanilla.answers]
     baselines = [check.measure("vanilla", _target(study, n), arguments, texts) for n in names]
     aligned = []
-    for key in c["systems"]:
-        kind, name = key.split(":", 1)
-        target = _target(study, name)
-        aligned.append(check.evaluate(backend, key, target, arguments, adapter=adapters.get(key),
-                                      persona=target if kind == "prompt" else None,
+    for key in keys:
+        target = _target(study, str(key.target))
+        aligned.append(check.evaluate(backend, str(key), target, arguments,
+                                      adapter=adapters.get(str(key)),
+                                      persona=target if key.kind == "prompt" else None,
                                       method=method))
     asked = [vanilla] + aligned
     atomic_write_text(out / "alignment.csv", check.table_csv(baselines + aligned))
