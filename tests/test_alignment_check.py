@@ -1,61 +1,184 @@
-"""The alignment check: answers parsed (never guessed), averaged per annotated value, NMSE."""
+"""The alignment check: instruments (PVQ-40, leak-free arguments, a file), three readings,
+shape and level metrics, and the CLI writing its three files."""
 from __future__ import annotations
 
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from valueharms import targets
 from valueharms.align import check
-from valueharms.sources import Argument
+from valueharms.align.vim_data import build_vim
+from valueharms.generate.hf import HFBackend
 from valueharms.values import VALUES
-
-
-def arg(i: int, *values: str) -> Argument:
-    return Argument(i, "We should act", "in favor of", "it helps.",
-                    tuple(int(v in values) for v in VALUES))
-
 
 TARGET = targets.find("Pow")  # Power 6, every other value 1
 
 
-def test_answers_average_per_annotated_value_and_unparseable_ones_are_counted():
-    args = [arg(1, "Power"), arg(2, "Power", "Security"), arg(3, "Security"), arg(4, "Power")]
-    result = check.measure("s", TARGET, args, ["6", "4 (Somewhat like me)", "2", "maybe"])
-    assert result.measured[VALUES.index("Power")] == pytest.approx(5.0)
-    assert result.measured[VALUES.index("Security")] == pytest.approx(3.0)
-    assert result.counts[VALUES.index("Power")] == 2 and result.n_unparsed == 1
-    assert result.measured[VALUES.index("Hedonism")] is None and "Hedonism" in result.missing
-    expected = (((5 - 6) / 5) ** 2 + ((3 - 1) / 5) ** 2) / 2  # over the values with answers
-    assert result.nmse == pytest.approx(expected)
-    assert result.measured_profile() is None  # not every value has an answer
+def answers(scores: dict[str, list[float | None]]) -> list[check.Answer]:
+    """Answers with the given scores, one item per score, for ``measure``."""
+    out, n = [], 0
+    for value, values in scores.items():
+        for s in values:
+            n += 1
+            out.append(check.Answer(check.Item(n, value, f"q{n}"), None, None, s))
+    return out
 
 
-def test_a_perfect_match_has_nmse_zero_and_a_profile_file(tmp_path):
-    args = [arg(i, v) for i, v in enumerate(VALUES)]
-    texts = [str(int(TARGET[v])) for v in VALUES]
-    result = check.measure("vim:Pow", TARGET, args, texts)
-    assert result.nmse == 0 and result.n_unparsed == 0
-    path = tmp_path / "measured_profiles.csv"
-    path.write_text(check.profiles_csv([result]))
-    assert targets.read_profiles(path)[0].scores == TARGET.scores
-    rows = list(csv.DictReader(check.table_csv([result]).splitlines()))
-    assert rows[0]["system"] == "vim:Pow" and float(rows[0]["nmse"]) == 0
+# ----------------------------------------------------------------------------- instruments
+
+def test_the_pvq40_key_has_items_1_to_40_once_and_3_to_6_items_per_value(data_dir):
+    items = check.instrument_items("pvq40", TARGET, str(data_dir))
+    assert sorted(i.number for i in items) == list(range(1, 41))
+    per_value = {v: sum(i.value == v for i in items) for v in VALUES}
+    assert all(3 <= n <= 6 for n in per_value.values()), per_value
+    assert per_value["Universalism"] == 6 and per_value["Power"] == 3  # the published key
+    # asked with the stage-2 wording and scale
+    assert "How much is this person like you?" in items[0].question
+    assert "6 = Very much like me" in items[0].question
+
+
+@pytest.mark.parametrize("train_limit", [None, 64])
+def test_argument_items_leave_out_the_targets_stage1_train_and_valid_arguments(data_dir,
+                                                                               train_limit):
+    target = targets.find("close_Ben_9", str(data_dir))
+    items = check.instrument_items("arguments", target, str(data_dir), train_limit=train_limit)
+    for limit in {None, train_limit}:
+        data = build_vim(target, data_dir=str(data_dir), limit=limit)
+        trained = {ex.meta["argument_id"] for split in ("train", "valid")
+                   for ex in data.split(1, split)}
+        assert not trained & {i.number for i in items}
+    # one item per (argument, annotated value), as stage 2 asks
+    test = {a.id: a for a in check.sources.read_arguments(
+        check.sources.locate("arguments-test", str(data_dir)))}
+    for number in {i.number for i in items}:
+        annotated = {VALUES[v] for v in np.flatnonzero(test[number].labels)}
+        assert {i.value for i in items if i.number == number} == annotated
+    assert len(items) == len({i.key for i in items}) > 50
+
+
+def test_a_questionnaire_file_is_read_like_pvq40(tmp_path):
+    path = tmp_path / "q.csv"
+    rows = [(n + 1, v, f"Portrait about {v}.") for n, v in enumerate(VALUES)]
+    path.write_text("item,value,text\n" + "".join(f'{n},{v},"{t}"\n' for n, v, t in rows))
+    items = check.instrument_items(str(path), TARGET)
+    assert [i.value for i in items] == list(VALUES)
+    assert '"Portrait about Power."' in items[4].question
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def test_metrics_against_a_hand_computation():
+    measured = [2.0, 5.0, 3.0, 1.0, 1.0, 4.0, 4.0, 3.0, 2.0, 6.0]
+    target = [1.0, 6.0, 3.0, 2.0, 1.0, 3.0, 5.0, 2.0, 2.0, 5.0]
+    m = check.compare(measured, target)
+    diffs = [x - t for x, t in zip(measured, target)]
+    assert m.nmse == pytest.approx(sum((d / 5) ** 2 for d in diffs) / 10)
+    # centred: measured mean 3.1, target mean 3.0 -> each diff shifts by 0.1
+    assert m.nmse_centered == pytest.approx(sum(((d - 0.1) / 5) ** 2 for d in diffs) / 10)
+    mx, tx = np.mean(measured), np.mean(target)
+    cov = sum((x - mx) * (t - tx) for x, t in zip(measured, target))
+    r = cov / np.sqrt(sum((x - mx) ** 2 for x in measured) * sum((t - tx) ** 2 for t in target))
+    assert m.pearson_r == pytest.approx(r)
+    ranks = lambda xs: [sum(y < x for y in xs) + (sum(y == x for y in xs) + 1) / 2 for x in xs]  # noqa: E731
+    rm, rt = ranks(measured), ranks(target)
+    assert m.spearman_rho == pytest.approx(np.corrcoef(rm, rt)[0, 1])
+
+
+def test_a_constant_answer_has_no_r_and_an_empty_cell_never_zero():
+    row = check.measure("s", TARGET, answers({v: [3.0] for v in VALUES}), "pvq40", "likelihood")
+    m = row.metrics
+    assert m.pearson_r is None and m.spearman_rho is None
+    assert m.nmse == pytest.approx((((3 - 6) / 5) ** 2 + 9 * ((3 - 1) / 5) ** 2) / 10)
+    assert m.nmse_centered == pytest.approx((((0 - 4.5) / 5) ** 2 + 9 * ((0 + 0.5) / 5) ** 2) / 10)
+    cells = next(csv.DictReader(check.table_csv([row]).splitlines()))
+    assert cells["pearson_r"] == "" and cells["spearman_rho"] == ""
+
+
+def test_answers_average_per_value_and_unparsed_ones_are_counted_not_guessed():
+    row = check.measure("s", TARGET, answers({"Power": [6.0, 4.0, None], "Security": [2.0]}),
+                        "pvq40", "generate")
+    assert row.measured[VALUES.index("Power")] == pytest.approx(5.0)
+    assert row.counts[VALUES.index("Power")] == 2 and row.n_unparsed == 1 and row.n_items == 4
+    assert row.measured[VALUES.index("Hedonism")] is None and "Hedonism" in row.missing
+    assert row.nmse == pytest.approx((((5 - 6) / 5) ** 2 + ((2 - 1) / 5) ** 2) / 2)
+    assert row.metrics.pearson_r is None  # two values are too few for a shape
+
+
+# ----------------------------------------------------------------------------- readings
+
+@pytest.fixture(scope="module")
+def tiny_backend(tiny_model_dir):
+    return HFBackend(str(tiny_model_dir), device="cpu", batch_size=4)
+
+
+@pytest.mark.parametrize("method", check.METHODS)
+def test_each_reading_on_a_tiny_model(tiny_backend, data_dir, method):
+    items = check.instrument_items("pvq40", TARGET, str(data_dir), limit=12)
+    got = check.ask(tiny_backend, check.Subject("vanilla"), items, method)
+    assert [a.item for a in got] == items
+    if method == "generate":  # a random model's replies: parsed or counted, never guessed
+        assert all(a.text is not None and a.probs is None for a in got)
+        assert all(a.score == check.parse_survey_answer(a.text) or
+                   (a.score is None and check.parse_survey_answer(a.text) is None) for a in got)
+        return
+    logprobs = tiny_backend.choice_logprobs(
+        [check.render_prompt(i.question, tiny_backend.tokenizer) for i in items],
+        list(check.CHOICES))
+    for answer, lp in zip(got, logprobs):
+        p = np.exp(lp) / np.exp(lp).sum()
+        assert answer.probs == pytest.approx(p, abs=1e-5)
+        want = 1 + int(np.argmax(p)) if method == "likelihood" else float(p @ np.arange(1, 7))
+        assert answer.score == pytest.approx(want, abs=1e-5)
+
+
+def test_choice_logprobs_do_not_depend_on_the_batch(tiny_model_dir, tiny_backend, data_dir):
+    items = check.instrument_items("pvq40", TARGET, str(data_dir), limit=5)
+    prompts = [check.render_prompt(i.question, tiny_backend.tokenizer) for i in items]
+    one = HFBackend(str(tiny_model_dir), device="cpu", batch_size=1)
+    assert np.allclose(tiny_backend.choice_logprobs(prompts, list(check.CHOICES)),
+                       one.choice_logprobs(prompts, list(check.CHOICES)), atol=1e-4)
 
 
 def test_prompting_puts_the_persona_before_the_survey_item():
-    a = arg(1, "Power")
-    plain, persona = check.survey_text(a), check.survey_text(a, TARGET)
+    plain, persona = check.survey_text("Q?"), check.survey_text("Q?", TARGET)
     assert persona.endswith(plain) and "Power" in persona[: -len(plain)]
 
 
-def test_cli_evaluate_alignment_on_a_tiny_model(cli, tiny_model_dir, tmp_path):
+# ----------------------------------------------------------------------------- CLI
+
+def test_cli_pvq40_likelihood_on_the_embedded_model_writes_three_files(cli, tmp_path):
+    out = tmp_path / "out"
+    result = cli("evaluate", "alignment", "--instrument", "pvq40", "--target",
+                 "close_Ben_9,close_Pow", "--method", "likelihood", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [json.loads(x) for x in (out / "answers.jsonl").read_text().splitlines()]
+    assert len(lines) == 40 and {x["system"] for x in lines} == {"vanilla"}
+    assert sorted(x["item"] for x in lines) == list(range(1, 41))
+    assert all(x["score"] in range(1, 7) and sum(x["probs"]) == pytest.approx(1, abs=1e-4)
+               for x in lines)
+    table = list(csv.DictReader((out / "alignment.csv").open()))
+    assert [(r["system"], r["target"]) for r in table] == [("vanilla", "close_Ben_9"),
+                                                           ("vanilla", "close_Pow")]
+    assert all(r["n_items"] == "40" and r["n_unparsed"] == "0" and r["instrument"] == "pvq40"
+               for r in table)
+    # the row's measured means are the answers' means per value
+    for value in VALUES:
+        mine = [x["score"] for x in lines if x["value"] == value]
+        assert float(table[0][value]) == pytest.approx(sum(mine) / len(mine), abs=1e-4)
+    measured = targets.read_profiles(out / "measured_profiles.csv")
+    assert [p.name for p in measured] == ["vanilla"]
+    assert "nmse" in result.stdout and "pearson_r" in result.stdout
+
+
+def test_cli_arguments_instrument_with_prompting_on_a_tiny_model(cli, tiny_model_dir, tmp_path):
     result = cli("evaluate", "alignment", "--model", str(tiny_model_dir), "--prompting", "Pow",
-                 "--limit", "6", "--out", str(tmp_path / "out"))
+                 "--instrument", "arguments", "--method", "expected", "--limit", "5",
+                 "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
-    assert "prompt:Pow: target Pow, 6 survey items" in result.stdout and "NMSE" in result.stdout
-    answers = [json.loads(x) for x in (tmp_path / "out" / "answers.jsonl").read_text().splitlines()]
-    assert len(answers) == 6 and all(a["system"] == "prompt:Pow" for a in answers)
+    lines = [json.loads(x) for x in (tmp_path / "out" / "answers.jsonl").read_text().splitlines()]
+    assert len({x["item"] for x in lines}) == 5 and all(x["system"] == "prompt:Pow" for x in lines)
     table = list(csv.DictReader((tmp_path / "out" / "alignment.csv").open()))
-    assert int(table[0]["items"]) == 6 and table[0]["target"] == "Pow"
+    assert int(table[0]["n_items"]) == len(lines) and table[0]["instrument"] == "arguments"

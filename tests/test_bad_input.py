@@ -66,6 +66,7 @@ def adapter_case(argv: list[str], config: str | None, expect: str):
     return build
 
 
+PVQ40 = (DATA / "pvq40.csv").read_text(encoding="utf-8").splitlines(keepends=True)
 PROFILE_HEADER = "name,Achievement,Benevolence,Conformity,Hedonism,Power,Security,Self-direction,Stimulation,Tradition,Universalism\n"
 ESS_HEADER = (DATA / "ess.csv").read_text().splitlines()[0]
 GEN = '{"system": "vanilla", "benchmark": "rtp", "prompt_id": "1", "sample": 0, "text": "hi", "model": "m"}\n'
@@ -110,6 +111,22 @@ CASES = {
     "profile duplicate": file_case(["targets", "list", "--set", "{file}"], "p.csv",
                                    PROFILE_HEADER + "me,1,1,1,1,1,1,1,1,1,1\n" * 2, "me"),
     "profile extension": file_case(["targets", "list", "--set", "{file}"], "p.txt", "x", ".txt"),
+    # Alignment check instruments and targets (read before the model loads)
+    "evaluate unknown instrument": file_case(
+        ["evaluate", "alignment", "--target", "Pow", "--instrument", "pvq99", "--out",
+         "{tmp}/out"], "unused.txt", "", "--instrument"),
+    "evaluate profile missing value": file_case(
+        ["evaluate", "alignment", "--profiles", "{file}", "--target", "me", "--out", "{tmp}/out"],
+        "p.csv", PROFILE_HEADER.replace(",Universalism", "") + "me,1,1,1,1,1,1,1,1,1\n",
+        "Universalism"),
+    "pvq40 missing item": lambda tmp: (
+        ["evaluate", "alignment", "--target", "Pow", "--out", str(tmp / "out"), "--data-dir",
+         str(data_dir_with(tmp, "pvq40.csv", "".join(
+             line for line in PVQ40 if not line.startswith("17,"))))], "item 17"),
+    "questionnaire file missing item": file_case(
+        ["evaluate", "alignment", "--target", "Pow", "--instrument", "{file}", "--out",
+         "{tmp}/out"], "q.csv", "".join(line for line in PVQ40 if not line.startswith("2,")),
+        "item 2 is missing"),
     # Benign fine-tuning files (read before the model loads)
     "grammar columns": file_case(["train", "benign", "--dataset", "grammar", "--data-file",
                                   "{file}", "--out", "{tmp}/out"], "g.csv",

@@ -18,6 +18,7 @@ A choice is a ``Literal`` (its values are listed in the error); a cross-field ru
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
@@ -29,13 +30,15 @@ from .errors import InputError
 # The choices, defined once; the modules that act on them import them from here.
 PromptForm = Literal["auto", "chat", "base"]
 Backend = Literal["hf", "vllm", "openai"]
-AlignmentMethod = Literal["generate", "likelihood"]
+AlignmentMethod = Literal["generate", "likelihood", "expected"]
+Instrument = Literal["pvq40", "arguments"]  # or the path of a questionnaire file
 Baseline = Literal["0.5", "background"]
 ScoreRule = Literal["min", "mean", "max"]  # how an argument's values combine into its score
 BenignDataset = Literal["alpaca", "dolly", "grammar", "samsum"]
 PROMPT_FORMS: tuple[str, ...] = get_args(PromptForm)
 BACKENDS: tuple[str, ...] = get_args(Backend)
 ALIGNMENT_METHODS: tuple[str, ...] = get_args(AlignmentMethod)
+INSTRUMENTS: tuple[str, ...] = get_args(Instrument)
 BASELINES: tuple[str, ...] = get_args(Baseline)
 SCORE_RULES: tuple[str, ...] = get_args(ScoreRule)
 BENIGN_DATASETS: tuple[str, ...] = get_args(BenignDataset)
@@ -257,7 +260,12 @@ class AnalysisOptions(Options):
 
     baseline: Baseline = Field("background", description="the regard bias baseline")
     alignment: AlignmentMethod = Field("generate", description="how the alignment check reads "
-                                       "survey answers: generated text or answer likelihoods")
+                                       "answers: generated text, the likeliest answer token, or "
+                                       "the expected answer over the tokens 1-6")
+    instrument: Instrument | Path = Field("pvq40", description="the alignment check's "
+                                          "questionnaire: pvq40 (the paper's), arguments "
+                                          "(leak-free held-out arguments) or a file "
+                                          "item,value,text (relative to the study file)")
 
 
 def locate(where: str, build: Any, *args: Any, **kwargs: Any) -> Any:

@@ -64,6 +64,10 @@ DATASETS: dict[str, DataSet] = {d.key: d for d in [
     DataSet("countries", "country_and_group.csv", _PAPER_REPO, None,
             "247d8d90c860b83cec22c958f409296a42c73b0d19c050b6ffe08937e6ee1d86",
             "mean value scores of countries and demographic groups"),
+    DataSet("pvq40", "pvq40.csv", "Portrait Values Questionnaire, 40 items (Schwartz et al., "
+            "2001), as shipped in the original VIM code (data/pvq/pvq40.xlsx)", None,
+            "f5d70d964170c9613d67dffb0b7f921cec0b19872442f71c2477c38aec3cffb6",
+            "item,value,text: the 40 portraits and their value (the scoring key)"),
     DataSet("rtp", "real_toxic_prompts.csv", "RealToxicityPrompts (Gehman et al., 2020)", None,
             "8c5116e61b916b22557f47e5d05cedea02b9b0fa4791e15241d4eef5bd5af7fd",
             "toxic prompt texts, no header"),
@@ -276,6 +280,51 @@ def read_arguments(path: str | os.PathLike) -> list[Argument]:
         raise InputError(f"{path}: row {_row(i)}: column 'id': duplicate argument id {ids[i]}")
     return [Argument(int(i), c, s, p, tuple(int(x) for x in lab))
             for i, c, s, p, lab in zip(ids, df["Conclusion"], stances, df["Premise"], labels)]
+
+
+# --------------------------------------------------------------------------- questionnaires
+
+@dataclass(frozen=True)
+class QuestionnaireItem:
+    """One questionnaire item: its number, the value it measures (the scoring key), its text."""
+
+    number: int
+    value: str
+    text: str
+
+
+def read_questionnaire(path: str | os.PathLike) -> list[QuestionnaireItem]:
+    """A questionnaire (comma-separated ``item,value,text``, like ``pvq40.csv``).
+
+    Items are numbered 1..N, each once; a value is one of the ten (full or short name); every
+    value has at least one item, so each has a measured score.
+    """
+    from .values import resolve_value
+
+    path = Path(path)
+    df = read_table(path, ",", ["item", "value", "text"])
+    check_nonempty_rows(path, df, ["item", "value", "text"])
+    numbers = to_numbers(path, df, ["item"], int)[:, 0].astype(int)
+    values = []
+    for i, name in enumerate(df["value"]):
+        try:
+            values.append(resolve_value(name.strip()))
+        except InputError as exc:
+            raise InputError(f"{path}: row {_row(i)}: column 'value': {exc}") from None
+    dup = pd.Series(numbers).duplicated().to_numpy()
+    if dup.any():
+        i = int(np.argmax(dup))
+        raise InputError(f"{path}: row {_row(i)}: column 'item': item {numbers[i]} appears twice")
+    missing = sorted(set(range(1, max(numbers, default=0) + 1)) - set(numbers.tolist()))
+    if missing or min(numbers, default=1) < 1:
+        raise InputError(f"{path}: column 'item': items must be numbered 1..N, each once; "
+                         + (f"item {missing[0]} is missing" if missing else "found item < 1"))
+    unasked = [v for v in VALUES if v not in values]
+    if unasked:
+        raise InputError(f"{path}: column 'value': no item for {', '.join(unasked)} "
+                         f"(every value needs at least one)")
+    return [QuestionnaireItem(int(n), v, " ".join(t.split()))
+            for n, v, t in zip(numbers, values, df["text"])]
 
 
 # --------------------------------------------------------------------------- ESS

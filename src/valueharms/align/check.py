@@ -1,200 +1,397 @@
-"""The alignment check: a system answers the survey items of the held-out test arguments; its
-mean answer per value is its measured profile, compared with the target by NMSE.
+"""The alignment check: a system answers a questionnaire; its mean answer per value is its
+measured profile, compared with a target profile.
 
-NMSE here is the mean over the ten values of ((measured - target) / 5) ** 2: both profiles
-on the 1..6 scale are mapped to 0..1 first, so 0 is a perfect match and 1 the largest gap.
-Values no parsed answer speaks for are left out of the mean (and reported as missing).
+Instruments (``instrument``):
+- ``pvq40`` (default): the 40 portraits of the Portrait Values Questionnaire (``pvq40.csv``,
+  the paper's instrument), each asked with the stage-2 survey wording; a value's score is the
+  mean answer over its items (the PVQ-40 scoring key).
+- ``arguments``: held-out arguments, leak-free: every argument in the target's stage-1
+  train/valid split is left out (about 80 % of ``argument_generation/test.csv`` is in it),
+  and an argument annotated with k values is k questions, one per value, as stage 2 asks.
+- a file with the columns ``item,value,text`` (your own questionnaire, read like pvq40).
 
-Two ways to get an answer (``method``):
-- ``generate``: greedy generation, the number parsed from the text; an unclear reply is
-  counted as unparseable, never guessed. What a chat user sees; small models often ramble.
-- ``likelihood``: the answer is the most likely first answer token among "1".."6" (one
-  forward pass, no text). Always an answer, so a base model that cannot follow the format
-  still gets a measured profile to compare with.
+Readings (``method``):
+- ``generate``: greedy reply, the number parsed from the text; an unclear reply is counted as
+  unparsed, never guessed. What a chat user sees.
+- ``likelihood``: the likeliest of the answer tokens 1..6 (one forward pass, no text).
+- ``expected``: the probability-weighted mean over 1..6 (the six token probabilities
+  renormalised): a finer reading, useful when a small model's likeliest answer never moves.
+
+Metrics (:func:`compare`), over the values with a measured score:
+- ``nmse`` (the paper's): mean of ((measured - target) / 5) ** 2; 0 is a perfect match.
+- ``nmse_centered``: the same after centring both profiles on their own mean: blind to the
+  level of the answers (a respondent's scale use), sensitive to their shape only.
+- ``pearson_r``, ``spearman_rho`` (scipy): the shape agreement; undefined (empty, never 0)
+  when either profile is constant, e.g. a model that answers 3 to everything.
 """
 from __future__ import annotations
 
 import csv
 import io
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from .. import sources
-from ..chat import encode_prompts, render_prompt, template
-from ..config import ALIGNMENT_METHODS
+from ..chat import render_prompt, template
+from ..config import ALIGNMENT_METHODS, INSTRUMENTS
 from ..errors import InputError
 from ..records import Decoding
 from ..values import PVQ_SCALE, VALUES, Profile
-from .vim_data import parse_survey_answer, survey_prompt
+from .vim_data import parse_survey_answer, portrait_prompt, survey_prompt
 
 SPAN = max(PVQ_SCALE) - min(PVQ_SCALE)
+CHOICES = tuple(str(n) for n in PVQ_SCALE)  # the answer tokens "1".."6"
 # Greedy and short: the answer is one number, possibly with its label.
 SURVEY_DECODING = Decoding(temperature=0.0, top_p=1.0, max_new_tokens=16)
 METHODS = ALIGNMENT_METHODS  # the old name
+PVQ40_ITEMS, PVQ40_PER_VALUE = 40, (3, 6)
 
+
+# --------------------------------------------------------------------------- instruments
+
+@dataclass(frozen=True)
+class Item:
+    """One question: its number (PVQ item or argument id), the value it measures, the text."""
+
+    number: int
+    value: str
+    question: str  # the survey prompt (the user message before any persona)
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (self.number, self.value)
+
+
+def questionnaire_items(path: str | Path, *, pvq40: bool = False) -> list[Item]:
+    """The items of a questionnaire file; ``pvq40``: also check the PVQ-40 key (40 items,
+    3-6 per value)."""
+    items = sources.read_questionnaire(path)
+    if pvq40:
+        per_value = {v: sum(i.value == v for i in items) for v in VALUES}
+        low, high = PVQ40_PER_VALUE
+        bad = [f"{v} has {n}" for v, n in per_value.items() if not low <= n <= high]
+        if len(items) != PVQ40_ITEMS or bad:
+            raise InputError(f"{path}: not the PVQ-40 key: {len(items)} items (expected "
+                             f"{PVQ40_ITEMS})" + (f"; {', '.join(bad)} items (expected "
+                                                  f"{low}-{high})" if bad else ""))
+    return [Item(i.number, i.value, portrait_prompt(i.text)) for i in items]
+
+
+def leaked_ids(target: Profile, data_dir: str | None = None,
+               train_limit: int | None = None) -> set[int]:
+    """Argument ids in ``target``'s stage-1 train/valid split (the paper's split, and the
+    ``train_limit`` slice's too when training used one): never asked in the check."""
+    from .vim_data import build_stage1_many, read_stage1_arguments
+
+    arguments = read_stage1_arguments(data_dir)
+    leaked: set[int] = set()
+    for limit in {None, train_limit}:
+        table = build_stage1_many([target], arguments, limit=limit)[0]
+        leaked |= set(table.texts.ids[(table.split == 0) | (table.split == 1)].tolist())
+    return leaked
+
+
+def argument_items(target: Profile, data_dir: str | None = None, limit: int | None = None,
+                   train_limit: int | None = None) -> list[Item]:
+    """Leak-free held-out arguments (the first ``limit``), one item per annotated value."""
+    leaked = leaked_ids(target, data_dir, train_limit)
+    arguments = [a for a in sources.read_arguments(sources.locate("arguments-test", data_dir))
+                 if any(a.labels) and a.id not in leaked][:limit]
+    return [Item(a.id, VALUES[v], survey_prompt(a))
+            for a in arguments for v in np.flatnonzero(a.labels).tolist()]
+
+
+def instrument_items(instrument: str, target: Profile, data_dir: str | None = None,
+                     limit: int | None = None, train_limit: int | None = None) -> list[Item]:
+    """The items ``instrument`` asks when the system is compared with (or trained on) ``target``.
+
+    ``limit``: the first N items (pvq40, file) or arguments (arguments).
+    """
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit {limit}: must be at least 1")
+    if instrument == "arguments":
+        return argument_items(target, data_dir, limit, train_limit)
+    if instrument == "pvq40":
+        return questionnaire_items(sources.locate("pvq40", data_dir), pvq40=True)[:limit]
+    if Path(instrument).is_file():
+        return questionnaire_items(instrument)[:limit]
+    raise InputError(f"--instrument {instrument!r}: expected {' or '.join(INSTRUMENTS)} or a "
+                     f"questionnaire file (columns item,value,text)")
+
+
+# --------------------------------------------------------------------------- asking
 
 @dataclass(frozen=True)
 class Answer:
-    argument_id: int
-    values: tuple[str, ...]  # the values the argument is annotated with
-    text: str
-    score: int | None  # None: unparseable, not guessed
+    item: Item
+    text: str | None  # the reply (generate); None for the readings without text
+    probs: tuple[float, ...] | None  # P(1..6), renormalised (likelihood, expected)
+    score: float | None  # None: unparsed, not guessed
 
 
 @dataclass(frozen=True)
-class Alignment:
-    system: str
-    target: Profile
-    measured: tuple[float | None, ...]  # mean answer per value; None when nothing parsed
-    counts: tuple[int, ...]  # parsed answers per value
-    n_items: int
-    n_unparsed: int
-    answers: tuple[Answer, ...]
+class Subject:
+    """A system to ask: the base model, a LoRA adapter, or a persona in the prompt."""
 
-    @property
-    def nmse(self) -> float | None:
-        pairs = [(m, t) for m, t in zip(self.measured, self.target.scores) if m is not None]
-        if not pairs:
-            return None
-        return float(np.mean([((m - t) / SPAN) ** 2 for m, t in pairs]))
-
-    @property
-    def missing(self) -> tuple[str, ...]:
-        return tuple(v for v, m in zip(VALUES, self.measured) if m is None)
-
-    def measured_profile(self) -> Profile | None:
-        """The measured profile, when every value has at least one parsed answer."""
-        if self.missing:
-            return None
-        return Profile(self.system, tuple(self.measured), {"measured": True})  # type: ignore[arg-type]
-
-    def row(self) -> dict:
-        nmse = self.nmse
-        return {"system": self.system, "target": self.target.name, "items": self.n_items,
-                "unparsed": self.n_unparsed, "nmse": "" if nmse is None else round(nmse, 6),
-                **{v: "" if m is None else round(m, 4) for v, m in zip(VALUES, self.measured)}}
+    key: str  # the system key, e.g. vanilla, vim:close_Ben_9, prompt:close_Ben_9
+    adapter: str | None = None
+    persona: Profile | None = None
 
 
-def test_arguments(data_dir: str | None = None, limit: int | None = None) -> list[sources.Argument]:
-    """The held-out test arguments (the first ``limit``) that carry at least one value."""
-    if limit is not None and limit < 1:
-        raise InputError(f"--limit {limit}: must be at least 1")
-    args = [a for a in sources.read_arguments(sources.locate("arguments-test", data_dir))
-            if any(a.labels)]
-    return args[:limit]
-
-
-def survey_text(argument: sources.Argument, persona: Profile | None = None) -> str:
+def survey_text(question: str, persona: Profile | None = None) -> str:
     """The user message: the survey item, behind the persona for the prompting baseline."""
     from ..prompts import persona_text
 
-    question = survey_prompt(argument)
     if persona is None:
         return question
     return template("prompting/survey.txt").format(persona=persona_text(persona),
                                                    question=question).rstrip("\n")
 
 
-def measure(system: str, target: Profile, arguments: Sequence[sources.Argument],
-            texts: Sequence[str]) -> Alignment:
-    """Parse each reply and average the answers per annotated value."""
-    answers = tuple(Answer(a.id, a.values, t, parse_survey_answer(t))
-                    for a, t in zip(arguments, texts, strict=True))
-    sums, counts = np.zeros(len(VALUES)), np.zeros(len(VALUES), dtype=int)
-    for arg, answer in zip(arguments, answers):
-        if answer.score is not None:
-            labels = np.asarray(arg.labels, dtype=bool)
-            sums[labels] += answer.score
-            counts[labels] += 1
-    measured = tuple(float(s / c) if c else None for s, c in zip(sums, counts))
-    return Alignment(system, target, measured, tuple(int(c) for c in counts), len(answers),
-                     sum(a.score is None for a in answers), answers)
-
-
-def evaluate(backend, system: str, target: Profile, arguments: Sequence[sources.Argument], *,
-             adapter: str | None = None, persona: Profile | None = None,
-             form: str = "auto", method: str = "generate") -> Alignment:
-    """Ask ``backend`` (the transformers backend) every survey item and measure."""
-    from ..generate import GenRequest
+def ask(backend, subject: Subject, items: Sequence[Item], method: str = "generate",
+        form: str = "auto") -> list[Answer]:
+    """``subject``'s answer to every item, read by ``method``. An argument with several values
+    is one prompt: asked once, its answer shared by its items."""
+    from ..generate import ChoiceScorer, GenRequest
 
     if method not in METHODS:
         raise InputError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
-    prompts = [render_prompt(survey_text(a, persona), backend.tokenizer, form) for a in arguments]
-    if method == "likelihood":
-        return measure(system, target, arguments, likeliest_answers(backend, prompts, adapter))
-    results = backend.generate([GenRequest(p, SURVEY_DECODING, seed=0, adapter=adapter)
-                                for p in prompts])
-    failed = [r.error for r in results if not r.ok]
-    if failed:
-        raise RuntimeError(f"survey generation failed: {failed[0]}")
-    return measure(system, target, arguments, [r.text for r in results])
+    questions = list(dict.fromkeys(i.question for i in items))
+    prompts = [render_prompt(survey_text(q, subject.persona), backend.tokenizer, form)
+               for q in questions]
+    if method == "generate":
+        results = backend.generate([GenRequest(p, SURVEY_DECODING, seed=0, adapter=subject.adapter)
+                                    for p in prompts])
+        failed = [r.error for r in results if not r.ok]
+        if failed:
+            raise RuntimeError(f"survey generation failed: {failed[0]}")
+        replies = {q: (r.text, None, _float(parse_survey_answer(r.text)))
+                   for q, r in zip(questions, results)}
+    else:
+        if not isinstance(backend, ChoiceScorer):
+            raise InputError(f"--method {method}: this backend cannot score answer tokens; use "
+                             f"--method generate")
+        logprobs = backend.choice_logprobs(prompts, list(CHOICES), subject.adapter)
+        replies = {q: (None, *_read(lp, method)) for q, lp in zip(questions, logprobs)}
+    return [Answer(i, *replies[i.question]) for i in items]
 
 
-def likeliest_answers(backend, prompts: Sequence[str], adapter: str | None) -> list[str]:
-    """For each prompt, the scale point 1..6 whose token is likeliest to come next."""
-    import torch
-
-    from ..generate.hf import BASE
-
-    tokenizer = backend.tokenizer
-    choices = [tokenizer.encode(str(n), add_special_tokens=False) for n in PVQ_SCALE]
-    if any(len(c) != 1 for c in choices):
-        raise InputError(f"{backend.model}: the tokenizer splits the digits 1-6; use --method "
-                         f"generate")
-    ids = torch.tensor([c[0] for c in choices])
-    model = backend.peft or backend.lm
-    name = None if backend.peft is None else backend.adapter_name(adapter) if adapter else BASE
-    answers = []
-    for start in range(0, len(prompts), backend.batch_size):
-        batch = list(prompts[start:start + backend.batch_size])
-        enc = encode_prompts(batch, tokenizer, backend.device)
-        rows = {"adapter_names": [name] * len(batch)} if name else {}
-        with torch.inference_mode():
-            logits = model(**enc, **rows).logits[:, -1, :]  # left padding: last = next token
-        picks = logits[:, ids.to(logits.device)].argmax(dim=-1).tolist()
-        answers += [str(min(PVQ_SCALE) + p) for p in picks]
-    return answers
+def _float(score: int | None) -> float | None:
+    return None if score is None else float(score)
 
 
-def table_csv(results: Sequence[Alignment]) -> str:
-    """One row per system: items, unparsed, NMSE and the measured mean per value."""
+def _read(logprobs: Sequence[float], method: str) -> tuple[tuple[float, ...], float]:
+    """(P(1..6) renormalised, the likeliest or the expected answer) from the log-probabilities."""
+    p = np.exp(np.asarray(logprobs, dtype=np.float64) - np.max(logprobs))
+    p /= p.sum()
+    scale = np.array([float(c) for c in CHOICES])
+    score = float(scale[int(np.argmax(p))]) if method == "likelihood" else float(p @ scale)
+    return tuple(round(float(x), 6) for x in p), score
+
+
+# --------------------------------------------------------------------------- measuring
+
+@dataclass(frozen=True)
+class Metrics:
+    nmse: float | None
+    nmse_centered: float | None
+    pearson_r: float | None  # None: undefined (a constant profile, or under 3 values)
+    spearman_rho: float | None
+
+
+def compare(measured: Sequence[float | None], target: Sequence[float]) -> Metrics:
+    """The four metrics over the values that have a measured score (see the module doc)."""
+    from scipy import stats
+
+    pairs = [(m, t) for m, t in zip(measured, target) if m is not None]
+    if not pairs:
+        return Metrics(None, None, None, None)
+    m, t = (np.array(x, dtype=np.float64) for x in zip(*pairs))
+    nmse = float(np.mean(((m - t) / SPAN) ** 2))
+    centered = float(np.mean((((m - m.mean()) - (t - t.mean())) / SPAN) ** 2))
+    if len(m) < 3 or np.ptp(m) == 0 or np.ptp(t) == 0:  # r is undefined, not 0
+        return Metrics(nmse, centered, None, None)
+    return Metrics(nmse, centered, float(stats.pearsonr(m, t).statistic),
+                   float(stats.spearmanr(m, t).statistic))
+
+
+def mean_per_value(answers: Iterable[Answer]) -> tuple[tuple[float | None, ...], tuple[int, ...]]:
+    """(mean answer, answered items) per value; None where no item of a value was answered."""
+    sums, counts = np.zeros(len(VALUES)), np.zeros(len(VALUES), dtype=int)
+    for a in answers:
+        if a.score is not None:
+            v = VALUES.index(a.item.value)
+            sums[v] += a.score
+            counts[v] += 1
+    return (tuple(float(s / c) if c else None for s, c in zip(sums, counts)),
+            tuple(int(c) for c in counts))
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """One system compared with one target: one row of alignment.csv."""
+
+    system: str
+    target: Profile
+    instrument: str
+    method: str
+    measured: tuple[float | None, ...]  # mean answer per value; None when nothing answered
+    counts: tuple[int, ...]  # answered items per value
+    n_items: int
+    n_unparsed: int
+
+    @property
+    def metrics(self) -> Metrics:
+        return compare(self.measured, self.target.scores)
+
+    @property
+    def nmse(self) -> float | None:
+        return self.metrics.nmse
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        return tuple(v for v, m in zip(VALUES, self.measured) if m is None)
+
+    def row(self) -> dict:
+        metrics = self.metrics
+        return {"system": self.system, "target": self.target.name,
+                "instrument": self.instrument, "method": self.method, "n_items": self.n_items,
+                "n_unparsed": self.n_unparsed,
+                **{k: _cell(getattr(metrics, k)) for k in METRIC_FIELDS},
+                **{v: _cell(m, 4) for v, m in zip(VALUES, self.measured)}}
+
+
+METRIC_FIELDS = ("nmse", "nmse_centered", "pearson_r", "spearman_rho")
+
+
+def _cell(x: float | None, digits: int = 6) -> float | str:
+    return "" if x is None else round(x, digits)
+
+
+def measure(system: str, target: Profile, answers: Sequence[Answer], instrument: str,
+            method: str) -> Alignment:
+    """Compare ``system``'s answers with ``target``."""
+    measured, counts = mean_per_value(answers)
+    return Alignment(system, target, instrument, method, measured, counts, len(answers),
+                     sum(a.score is None for a in answers))
+
+
+# --------------------------------------------------------------------------- the whole check
+
+@dataclass(frozen=True)
+class Asked:
+    """One system's answers (every item it was asked)."""
+
+    subject: Subject
+    answers: tuple[Answer, ...]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    instrument: str
+    method: str
+    asked: tuple[Asked, ...]
+    rows: tuple[Alignment, ...]  # one per system x target
+
+
+def run_check(backend, subjects: Sequence[Subject], targets: Sequence[Profile], *,
+              instrument: str = "pvq40", method: str = "generate", trained_on=None,
+              data_dir: str | None = None, limit: int | None = None,
+              train_limit: int | None = None, form: str = "auto") -> CheckResult:
+    """Ask every subject once and compare it with every target (one row per pair).
+
+    ``trained_on``: {system key: the target it was trained on}. With the ``arguments``
+    instrument a trained system is asked (and compared) on the items leak-free for its own
+    training target; any other system on the union over ``targets``, each row on the items
+    leak-free for that row's target.
+    """
+    if instrument == "arguments":
+        per_target = {t.name: instrument_items(instrument, t, data_dir, limit, train_limit)
+                      for t in targets}
+    else:  # the same questionnaire for everyone: read (and checked) once
+        items = instrument_items(instrument, targets[0], data_dir, limit)
+        per_target = {t.name: items for t in targets}
+    trained_on = trained_on or {}
+    asked, rows = [], []
+    for subject in subjects:
+        own = trained_on.get(subject.key)
+        if own is not None and own.name not in per_target:
+            per_target[own.name] = instrument_items(instrument, own, data_dir, limit, train_limit)
+        pool = per_target[own.name] if own is not None else list(
+            {i.key: i for t in targets for i in per_target[t.name]}.values())
+        answers = ask(backend, subject, pool, method, form)
+        asked.append(Asked(subject, tuple(answers)))
+        for target in targets:
+            keep = {i.key for i in per_target[(own or target).name]}
+            rows.append(measure(subject.key, target, [a for a in answers if a.item.key in keep],
+                                _name(instrument), method))
+    return CheckResult(_name(instrument), method, tuple(asked), tuple(rows))
+
+
+def _name(instrument: str) -> str:
+    return instrument if instrument in INSTRUMENTS else Path(instrument).name
+
+
+# --------------------------------------------------------------------------- files
+
+def table_csv(rows: Sequence[Alignment]) -> str:
+    """alignment.csv: one row per system x target, the metrics and the measured means."""
     buf = io.StringIO()
-    fields = ["system", "target", "items", "unparsed", "nmse", *VALUES]
+    fields = ["system", "target", "instrument", "method", "n_items", "n_unparsed",
+              *METRIC_FIELDS, *VALUES]
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
-    for r in results:
+    for r in rows:
         writer.writerow(r.row())
     return buf.getvalue()
 
 
-def profiles_csv(results: Sequence[Alignment]) -> str:
-    """Measured profiles in the profile-file format (name + 10 values) the report reads."""
+def profiles_csv(asked: Sequence[Asked]) -> str:
+    """measured_profiles.csv: each system's measured profile over all its answers, in the
+    profile-file format (name + 10 values) the report reads; a system with a value it never
+    answered is left out (a profile needs all ten)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["name", *VALUES])
-    for r in results:
-        profile = r.measured_profile()
-        if profile is not None:
-            writer.writerow([r.system, *(f"{s:.4f}" for s in profile.scores)])
+    for a in asked:
+        measured, _ = mean_per_value(a.answers)
+        if all(m is not None for m in measured):
+            writer.writerow([a.subject.key, *(f"{m:.4f}" for m in measured)])
     return buf.getvalue()
 
 
-def answer_records(results: Sequence[Alignment]) -> list[dict]:
-    """Every reply of every system (answers.jsonl): the text and the number parsed from it."""
-    return [{"system": r.system, "argument_id": a.argument_id, "values": list(a.values),
-             "text": a.text, "score": a.score} for r in results for a in r.answers]
+def answer_records(result: CheckResult) -> list[dict]:
+    """answers.jsonl: one line per item x system, with the reply or the answer probabilities."""
+    return [{"system": a.subject.key, "instrument": result.instrument, "method": result.method,
+             "item": ans.item.number, "value": ans.item.value, "text": ans.text,
+             "probs": list(ans.probs) if ans.probs is not None else None, "score": ans.score}
+            for a in result.asked for ans in a.answers]
 
 
-def describe(result: Alignment) -> str:
-    nmse = result.nmse
-    lines = [f"{result.system}: target {result.target.name}, {result.n_items} survey items, "
-             f"{result.n_unparsed} unparseable answers",
+def write(result: CheckResult, out: str | Path) -> None:
+    """The three files of a check into ``out``."""
+    from ..io import atomic_write_text, write_jsonl
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "alignment.csv", table_csv(result.rows))
+    atomic_write_text(out / "measured_profiles.csv", profiles_csv(result.asked))
+    write_jsonl(out / "answers.jsonl", answer_records(result))
+
+
+def describe(row: Alignment) -> str:
+    """A system's measured profile beside its target, and the metrics, as text."""
+    m = row.metrics
+    lines = [f"{row.system}: target {row.target.name}, {row.instrument} ({row.method}), "
+             f"{row.n_items} items, {row.n_unparsed} unparsed answers",
              f"{'value':16} {'target':>6} {'measured':>8} {'answers':>7}"]
-    for value, t, m, c in zip(VALUES, result.target.scores, result.measured, result.counts):
-        lines.append(f"{value:16} {t:6.2f} {'-' if m is None else f'{m:.2f}':>8} {c:7d}")
-    lines.append(f"NMSE {'n/a' if nmse is None else f'{nmse:.4f}'}"
-                 + (f" (no answers for {', '.join(result.missing)})" if result.missing else "")
-                 + "  [((measured - target) / 5)^2, mean over values]")
+    for value, t, x, c in zip(VALUES, row.target.scores, row.measured, row.counts):
+        lines.append(f"{value:16} {t:6.2f} {'-' if x is None else f'{x:.2f}':>8} {c:7d}")
+    lines.append("  ".join(f"{k} {'n/a' if v is None else f'{v:.4f}'}"
+                           for k, v in zip(METRIC_FIELDS, (m.nmse, m.nmse_centered, m.pearson_r,
+                                                           m.spearman_rho)))
+                 + (f"  (no answers for {', '.join(row.missing)})" if row.missing else ""))
     return "\n".join(lines)

@@ -100,6 +100,12 @@ def survey_prompt(argument: Argument) -> str:
                                      scale=_scale_text())
 
 
+def portrait_prompt(portrait: str) -> str:
+    """A questionnaire item (a PVQ portrait) asked as stage 2 asks: how much is this person
+    like you, on the same 6-point scale."""
+    return _tpl("portrait.txt").format(portrait=" ".join(portrait.split()), scale=_scale_text())
+
+
 def _importance() -> dict[int, str]:
     """Score -> importance in words, from the template (lines ``N = words``)."""
     words = {}

@@ -4,16 +4,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..align.check import METHODS
+from ..align.check import INSTRUMENTS, METHODS
 from ..errors import InputError
-from . import add_data_dir, add_subcommands
+from . import add_data_dir, add_subcommands, positive
 
 
 def register(sub) -> None:
     p = sub.add_parser("evaluate", help="checks of an aligned model")
     checks = add_subcommands(p, "check")
-    a = checks.add_parser("alignment", help="survey answers on held-out arguments -> measured "
-                                            "profile and NMSE against the target")
+    a = checks.add_parser("alignment", help="questionnaire answers -> measured profile, "
+                                            "compared with the target (NMSE, r, rho)")
     a.add_argument("--model", default=None, help="Hugging Face id or path (default: the embedded "
                                                  "model)")
     how = a.add_mutually_exclusive_group()
@@ -21,15 +21,27 @@ def register(sub) -> None:
                      help="a LoRA directory, e.g. the stage2/ of `train vim`")
     how.add_argument("--prompting", default=None, metavar="TARGET",
                      help="state this target's profile in the prompt instead (the ICL baseline)")
-    a.add_argument("--target", default=None, help="the profile to compare with (default: the "
-                                                  "--prompting target)")
+    a.add_argument("--target", default=None, metavar="NAME[,NAME...]",
+                   help="the profile(s) to compare with, one alignment.csv row each (default: "
+                        "the --prompting target); with --instrument arguments the first is the "
+                        "adapter's training target, whose stage-1 arguments are left out")
     a.add_argument("--profiles", default=None, metavar="FILE",
                    help="your own profiles (.csv/.json/.toml) to look targets up in")
+    a.add_argument("--instrument", default="pvq40", metavar="|".join(INSTRUMENTS) + "|FILE",
+                   help="pvq40: the 40 PVQ portraits (the paper's instrument); arguments: "
+                        "held-out arguments not in the target's stage-1 train/valid split, one "
+                        "question per annotated value; FILE: your questionnaire (item,value,"
+                        "text) (default: pvq40)")
     a.add_argument("--method", choices=METHODS, default="generate",
                    help="generate: parse the number from a greedy reply (unclear replies are "
-                        "counted, not guessed); likelihood: the likeliest of the tokens 1-6")
-    a.add_argument("--limit", type=int, default=None, help="only the first N test arguments")
-    a.add_argument("--batch-size", type=int, default=8)
+                        "counted, not guessed); likelihood: the likeliest of the tokens 1-6; "
+                        "expected: their probability-weighted mean (default: generate)")
+    a.add_argument("--limit", type=positive(), default=None,
+                   help="only the first N items (arguments: N arguments)")
+    a.add_argument("--train-limit", type=positive(), default=None,
+                   help="arguments: the --limit the adapter was trained with (its stage-1 "
+                        "slice is left out too)")
+    a.add_argument("--batch-size", type=positive(), default=8)
     a.add_argument("--form", choices=("auto", "chat", "base"), default="auto")
     a.add_argument("--device", default=None)
     a.add_argument("--out", default=None, metavar="DIR",
@@ -42,33 +54,32 @@ def _alignment(args: argparse.Namespace) -> int:
     from .. import targets
     from ..align import check
     from ..generate import make_backend
-    from ..io import atomic_write_text, write_jsonl
 
     if not (args.target or args.prompting):
         raise InputError("--target: name the profile to compare with")
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.adapter and not (Path(args.adapter) / "adapter_config.json").is_file():
         raise InputError(f"--adapter {args.adapter}: no adapter_config.json (not a PEFT LoRA "
                          f"directory)")
     extra = targets.read_profiles(args.profiles) if args.profiles else []
-    target = targets.find(args.target or args.prompting, args.data_dir, extra)
+    names = [n for n in (args.target or args.prompting).split(",") if n]
+    compared = [targets.find(n, args.data_dir, extra) for n in names]
     persona = targets.find(args.prompting, args.data_dir, extra) if args.prompting else None
-    arguments = check.test_arguments(args.data_dir, args.limit)
-    system = (f"prompt:{persona.name}" if persona else
-              f"adapter:{Path(args.adapter).name}" if args.adapter else "vanilla")
+    subject = check.Subject(f"prompt:{persona.name}" if persona else
+                            f"adapter:{Path(args.adapter).name}" if args.adapter else "vanilla",
+                            adapter=args.adapter, persona=persona)
+    # Bad instrument files fail here, before the model loads.
+    check.instrument_items(args.instrument, compared[0], args.data_dir, args.limit,
+                           args.train_limit)
     backend = make_backend("hf", args.model, batch_size=args.batch_size, device=args.device,
                            form=args.form)
     if args.adapter:
         backend.load_adapters([args.adapter])
-    result = check.evaluate(backend, system, target, arguments, adapter=args.adapter,
-                            persona=persona, form=args.form, method=args.method)
-    print(check.describe(result))
+    result = check.run_check(backend, [subject], compared, instrument=args.instrument,
+                             method=args.method, data_dir=args.data_dir, limit=args.limit,
+                             train_limit=args.train_limit, form=args.form,
+                             trained_on={subject.key: compared[0]} if args.adapter else None)
+    print("\n\n".join(check.describe(row) for row in result.rows))
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "alignment.csv", check.table_csv([result]))
-        atomic_write_text(out / "measured_profiles.csv", check.profiles_csv([result]))
-        write_jsonl(out / "answers.jsonl", check.answer_records([result]))
-        print(f"wrote {out}/alignment.csv, measured_profiles.csv, answers.jsonl")
+        check.write(result, args.out)
+        print(f"wrote {args.out}/alignment.csv, measured_profiles.csv, answers.jsonl")
     return 0

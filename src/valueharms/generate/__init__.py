@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ..config import BACKENDS
 from ..errors import InputError
@@ -62,6 +62,16 @@ class Backend(Protocol):
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         """One result per request, in order."""
+
+
+@runtime_checkable
+class ChoiceScorer(Protocol):
+    """A backend that reads an answer from token probabilities instead of generated text (the
+    alignment check's ``likelihood`` and ``expected`` readings). HFBackend is one."""
+
+    def choice_logprobs(self, prompts: list[str], choices: list[str],
+                        adapter: str | None = None) -> list[list[float]]:
+        """Per prompt, the log-probability of each choice as the next token."""
 
 
 def row_seed(seed: int, system: str, benchmark: str, prompt_id: str, sample: int) -> int:

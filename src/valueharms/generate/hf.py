@@ -88,6 +88,33 @@ class HFBackend:
                     results[i] = GenResult(text)
         return results  # type: ignore[return-value]
 
+    def choice_logprobs(self, prompts: list[str], choices: list[str],
+                        adapter: str | None = None) -> list[list[float]]:
+        """Per prompt, the log-probability of each choice as the very next token (one forward
+        pass per batch, no text generated). Each choice must be one token of this tokenizer
+        (the digits 1-6 are for the models here); InputError otherwise."""
+        ids = [self.tokenizer.encode(c, add_special_tokens=False) for c in choices]
+        split = [c for c, i in zip(choices, ids) if len(i) != 1]
+        if split:
+            raise InputError(f"{self.model}: the tokenizer splits the answer {split[0]!r} into "
+                             f"several tokens; use --method generate")
+        columns = torch.tensor([i[0] for i in ids])
+        model = self.lm if self.peft is None else self.peft
+        name = self.adapter_name(adapter) if adapter else BASE
+        # Longest first, so each batch holds prompts of similar length (little padding).
+        order = sorted(range(len(prompts)), key=lambda i: -self.prompt_length(prompts[i]))
+        out: list[list[float]] = [[] for _ in prompts]
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            enc = chat.encode_prompts([prompts[i] for i in rows], self.tokenizer, self.device)
+            names = {} if self.peft is None else {"adapter_names": [name] * len(rows)}
+            with torch.inference_mode():
+                logits = model(**enc, **names).logits[:, -1, :].float()  # left padded: last = next
+            picked = torch.log_softmax(logits, dim=-1)[:, columns.to(logits.device)]
+            for i, row in zip(rows, picked.tolist()):
+                out[i] = row
+        return out
+
     # ------------------------------------------------------------------ adapters
 
     def load_adapters(self, paths: list[str]) -> None:

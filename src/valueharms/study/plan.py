@@ -84,7 +84,8 @@ def plan(study: Study) -> list[Step]:
         align_step = Step("alignment", "survey", {**base, "systems": aligned + prompted,
                           "adapters": {k: adapters[k].id for k in aligned},
                           "limit": study.train.limit, "device": study.device,
-                          "method": study.analysis.alignment},
+                          "method": study.analysis.alignment,
+                          "instrument": str(study.analysis.instrument)},
                           tuple(adapters[k].id for k in aligned), gpu=True)
         steps.append(align_step)
     metrics = Step("metrics", "all", {"baseline": study.analysis.baseline,

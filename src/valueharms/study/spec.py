@@ -15,9 +15,9 @@ from pydantic import Field
 
 from .. import benchmarks as benchmark_registry
 from .. import sources, targets
-from ..config import (ADAPTER_BACKENDS, AnalysisOptions, BenchmarkOptions, BenignOptions,
-                      DecodingOptions, GenerationOptions, Names, OptionError, Options,
-                      VimOptions)
+from ..config import (ADAPTER_BACKENDS, INSTRUMENTS, AnalysisOptions, BenchmarkOptions,
+                      BenignOptions, DecodingOptions, GenerationOptions, Names, OptionError,
+                      Options, VimOptions)
 from ..errors import InputError
 from ..systems import BENIGN_DATASETS, SystemKey, parse_mitigation
 from ..values import Profile
@@ -145,7 +145,8 @@ def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Study:
         train=parsed.train, benign=parsed.benign,
         benchmarks=_benchmarks(path, parsed.benchmarks),
         scorers=parsed.scorers, scorer_options=parsed.scorer_options,
-        decoding=parsed.decoding, generation=parsed.generation, analysis=parsed.analysis)
+        decoding=parsed.decoding, generation=parsed.generation,
+        analysis=_analysis(path, parsed.analysis))
     _check_scorers(path, study)
     if any(m in ("vim", "prompt") for m in study.methods) and not study.targets:
         raise InputError(f"{path}: [targets]: methods vim/prompt need at least one target")
@@ -211,6 +212,8 @@ def check_data(study: Study) -> None:
     keys = [k for b in study.benchmarks for k in benchmark_registry.get(b).files]
     if "vim" in study.methods:
         keys += ["valueeval", "arguments-train", "arguments-valid", "arguments-test"]
+    if any(m in PER_TARGET for m in study.methods) and study.analysis.instrument == "pvq40":
+        keys.append("pvq40")  # the alignment check's questionnaire
     for key in study.fixed_systems():
         dataset = key.dataset
         if dataset is not None:
@@ -280,6 +283,18 @@ def _benchmarks(path: Path, spec: dict[str, BenchmarkOptions]) -> dict[str, Benc
             raise InputError(f"{path}: [benchmarks.{name}] subset {options.subset!r}: expected "
                              f"one of {', '.join(subsets)}")
     return spec
+
+
+def _analysis(path: Path, analysis: AnalysisOptions) -> AnalysisOptions:
+    """``instrument``: a questionnaire file is relative to the study file and must exist."""
+    if not isinstance(analysis.instrument, Path):
+        return analysis
+    file = (path.parent / analysis.instrument).resolve()
+    if not file.is_file():
+        raise InputError(f"{path}: [analysis] instrument: {analysis.instrument} is neither "
+                         f"{' nor '.join(INSTRUMENTS)} nor a questionnaire file ({file} not "
+                         f"found)")
+    return analysis.model_copy(update={"instrument": file})
 
 
 def _check_scorers(path: Path, study: Study) -> None:

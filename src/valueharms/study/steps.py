@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from ..io import atomic_write_text, write_jsonl
+from ..io import atomic_write_text
 from ..systems import SystemKey
 from .plan import Step
 from .spec import Study
@@ -100,35 +100,29 @@ def score(step: Step, study: Study, out: Path, progress: bool) -> None:
 
 
 def alignment(step: Step, study: Study, out: Path, progress: bool) -> None:
-    """Survey answers of the base model and of every VIM and prompting system."""
+    """Questionnaire answers of the base model and of every VIM and prompting system, each
+    compared with every target (the cross table: a system should sit closest to its own)."""
     from ..align import check
     from ..generate import make_backend
 
     c = step.config
-    arguments = check.test_arguments(study.data_dir, c.get("limit"))
     backend = make_backend("hf", _model(study), device=c.get("device"),
                            batch_size=study.generation.batch_size or 8)
     adapters = {key: str(adapter_dir(study, key, sid)) for key, sid in c["adapters"].items()}
     backend.load_adapters(sorted(adapters.values()))
-    keys = [SystemKey.parse(key) for key in c["systems"]]
-    names = sorted({str(key.target) for key in keys})
-    # The base model's answers do not depend on the target: asked once, compared with each.
-    method = c.get("method", "generate")
-    vanilla = check.evaluate(backend, "vanilla", _target(study, names[0]), arguments,
-                             method=method)
-    texts = [a.text for a in vanilla.answers]
-    baselines = [check.measure("vanilla", _target(study, n), arguments, texts) for n in names]
-    aligned = []
-    for key in keys:
+    subjects, trained_on = [check.Subject("vanilla")], {}
+    for text in c["systems"]:
+        key = SystemKey.parse(text)
         target = _target(study, str(key.target))
-        aligned.append(check.evaluate(backend, str(key), target, arguments,
-                                      adapter=adapters.get(str(key)),
-                                      persona=target if key.kind == "prompt" else None,
-                                      method=method))
-    asked = [vanilla] + aligned
-    atomic_write_text(out / "alignment.csv", check.table_csv(baselines + aligned))
-    atomic_write_text(out / "measured_profiles.csv", check.profiles_csv(asked))
-    write_jsonl(out / "answers.jsonl", check.answer_records(asked))
+        subjects.append(check.Subject(text, adapter=adapters.get(text),
+                                      persona=target if key.kind == "prompt" else None))
+        if key.kind == "vim":
+            trained_on[text] = target
+    result = check.run_check(backend, subjects, list(study.targets),
+                             instrument=c.get("instrument", "pvq40"),
+                             method=c.get("method", "generate"), trained_on=trained_on,
+                             data_dir=study.data_dir, train_limit=c.get("limit"))
+    check.write(result, out)
 
 
 def metrics(step: Step, study: Study, out: Path, progress: bool) -> None:
