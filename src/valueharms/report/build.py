@@ -141,28 +141,41 @@ def category_bars(rows: pd.DataFrame, title: str, fig_id: str) -> Figure:
 
 def profile_lines(profiles: dict[str, Profile], systems: pd.DataFrame,
                   measured: dict[str, Profile]) -> Figure:
-    """Target (solid) and measured (dashed) profiles of the aligned systems."""
+    """Per aligned system: its target (solid), its measured profile (dashed) and the base
+    model's (dotted grey), titled with the measured profile's Pearson r and NMSE."""
+    from ..align.check import compare
+
     aligned = systems[systems["kind"].isin(("vim", "prompt")) & (systems["strategy"] == "none")
                       & systems["target"].isin(profiles)].head(MAX_PANELS)
     cols = min(4, max(1, len(aligned)))
     rows = int(np.ceil(len(aligned) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False,
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), squeeze=False,
                              sharey=True)
     x = np.arange(len(VALUES))
+    base = measured.get("vanilla")
     for ax, item in zip(axes.flat, aligned.itertuples()):
-        ax.plot(x, profiles[item.target].scores, "o-", color="#1f77b4", label="target")
+        target = profiles[item.target]
+        ax.plot(x, target.scores, "o-", color="#1f77b4", label="target")
+        title = item.system
         found = measured.get(item.system) or measured.get(item.target)
         if found is not None:
             ax.plot(x, found.scores, "s--", color="#d62728", label="measured")
-        ax.set_title(item.system, fontsize=9)
+            m = compare(found.scores, target.scores)
+            r = "n/a" if m.pearson_r is None else f"{m.pearson_r:+.2f}"
+            title += f"\nr {r}, NMSE {m.nmse:.3f}"
+        if base is not None:
+            ax.plot(x, base.scores, ":", color="#7f7f7f", label="base model")
+        ax.set_title(title, fontsize=8)
         ax.set_xticks(x, [v[:3] for v in VALUES], fontsize=7, rotation=60)
         ax.set_ylim(0.8, 6.2)
         ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(aligned):]:
         ax.axis("off")
+    fig.tight_layout()
     caption = "Target profile (1-6) of each aligned system" + (
-        " and its measured profile (mean survey answer per value)" if measured else
-        "; no measured profiles were given")
+        " and its measured profile (mean questionnaire answer per value; dotted: the base "
+        "model's); titles: Pearson r (shape) and NMSE (level and shape) against the target"
+        if measured else "; no measured profiles were given")
     return Figure("profiles", "target and measured value profiles", caption + ".", _png(fig))
 
 
