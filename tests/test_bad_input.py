@@ -165,6 +165,11 @@ CASES = {
         '[study]\nout="out"\n[systems]\nmethods=["benign:dolly"]\n[benign]\n'
         'data_files={dolly="none.jsonl"}\n[benchmarks.rtp]\n[scorers]\nrtp="offline-toxicity"\n',
         "none.jsonl"),
+    "study unknown instrument": file_case(["run", "{file}", "--dry-run"], "s.toml",
+                                          '[study]\nout="out"\n[benchmarks.rtp]\n[scorers]\n'
+                                          'rtp="offline-toxicity"\n[analysis]\n'
+                                          'instrument="pvq99"\n',
+                                          "[analysis] instrument"),
     "study unknown scorer option": file_case(
         ["run", "{file}"], "s.toml",
         '[study]\nout="out"\n[benchmarks.rtp]\n[scorers]\nrtp="offline-toxicity"\n'

@@ -18,7 +18,6 @@ A choice is a ``Literal`` (its values are listed in the error); a cross-field ru
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
@@ -262,7 +261,7 @@ class AnalysisOptions(Options):
     alignment: AlignmentMethod = Field("generate", description="how the alignment check reads "
                                        "answers: generated text, the likeliest answer token, or "
                                        "the expected answer over the tokens 1-6")
-    instrument: Instrument | Path = Field("pvq40", description="the alignment check's "
+    instrument: str = Field("pvq40", min_length=1, description="the alignment check's "
                                           "questionnaire: pvq40 (the paper's), arguments "
                                           "(leak-free held-out arguments) or a file "
                                           "item,value,text (relative to the study file)")

@@ -85,7 +85,7 @@ def plan(study: Study) -> list[Step]:
                           "adapters": {k: adapters[k].id for k in aligned},
                           "limit": study.train.limit, "device": study.device,
                           "method": study.analysis.alignment,
-                          "instrument": str(study.analysis.instrument)},
+                          "instrument": study.analysis.instrument},
                           tuple(adapters[k].id for k in aligned), gpu=True)
         steps.append(align_step)
     metrics = Step("metrics", "all", {"baseline": study.analysis.baseline,

@@ -286,15 +286,17 @@ def _benchmarks(path: Path, spec: dict[str, BenchmarkOptions]) -> dict[str, Benc
 
 
 def _analysis(path: Path, analysis: AnalysisOptions) -> AnalysisOptions:
-    """``instrument``: a questionnaire file is relative to the study file and must exist."""
-    if not isinstance(analysis.instrument, Path):
+    """``instrument``: pvq40, arguments, or a questionnaire file (relative to the study file,
+    made absolute) that must exist."""
+    if analysis.instrument in INSTRUMENTS:
         return analysis
     file = (path.parent / analysis.instrument).resolve()
     if not file.is_file():
         raise InputError(f"{path}: [analysis] instrument: {analysis.instrument} is neither "
                          f"{' nor '.join(INSTRUMENTS)} nor a questionnaire file ({file} not "
                          f"found)")
-    return analysis.model_copy(update={"instrument": file})
+    sources.read_questionnaire(file)  # a bad row stops the study now, not at the check
+    return analysis.model_copy(update={"instrument": str(file)})
 
 
 def _check_scorers(path: Path, study: Study) -> None:
