@@ -7,7 +7,10 @@ whether a stored number is the server's), and inject faults on request:
 - ``storm``: modes for the first requests, whatever their text (e.g. 20 x "429");
 - ``script``: {substring: [mode, ...]}: a request whose text contains the substring takes
   the next mode of its list (so each item's fault history is fixed under concurrency);
-- ``latency``: seconds added to every reply.
+- ``latency``: seconds added to every reply;
+- ``quota``: requests per second the server accepts (a sliding one-second window, as API
+  quotas are); a request above it gets 429 with ``Retry-After: 1`` and is not counted in
+  the window.
 
 Modes: ok, 429, 500, 503, slow (reply after ``slow_seconds``, past the client's timeout),
 truncated (Content-Length larger than the body, then the connection closes), malformed (200
@@ -42,12 +45,15 @@ class _Server:
     path = "/"
 
     def __init__(self, *, storm: list[str] | None = None, script: dict[str, list[str]] | None = None,
-                 latency: float = 0.0, slow_seconds: float = 1.0, lifetime: float = 120.0):
+                 latency: float = 0.0, slow_seconds: float = 1.0, lifetime: float = 120.0,
+                 quota: float | None = None):
         self.storm = list(storm or [])
         self.script = {k: list(v) for k, v in (script or {}).items()}
         self.latency = latency
         self.slow_seconds = slow_seconds
         self.lifetime = lifetime
+        self.quota = quota
+        self._accepted: list[float] = []  # monotonic times of requests inside the quota
         self.requests: list[dict] = []  # every request: text, mode, headers (lower-case names)
         self.modes: Counter = Counter()
         self._lock = threading.Lock()
@@ -100,6 +106,12 @@ class _Server:
     # -- requests
     def _mode(self, text: str) -> str:
         with self._lock:
+            if self.quota is not None:
+                now = time.monotonic()
+                self._accepted = [t for t in self._accepted if now - t < 1.0]
+                if len(self._accepted) >= self.quota:
+                    return "quota"
+                self._accepted.append(now)
             if self.storm:
                 return self.storm.pop(0)
             for marker, modes in self.script.items():
@@ -130,6 +142,9 @@ class _Server:
         if mode == "slow":
             time.sleep(self.slow_seconds)
             mode = "ok"
+        if mode == "quota":
+            return _send(h, 429, {"error": {"code": 429, "message": "quota exceeded"}},
+                         {"Retry-After": "1"})
         if mode in ("429", "500", "503", "bad-request"):
             code = 400 if mode == "bad-request" else int(mode)
             return _send(h, code, {"error": {"code": code, "message": f"injected {mode}"}},

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import sys
 import time
 from collections import Counter
@@ -263,3 +264,62 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, seed):
     got, want = keyed(rows), keyed(read(tmp_path / "ref.jsonl"))
     for key, ref_row in want.items():  # the same verdicts; a failure may carry other wording
         assert (got[key]["status"], got[key]["value"]) == (ref_row["status"], ref_row["value"])
+
+
+def test_identical_texts_are_asked_once(tmp_path):
+    """RTP samples repeat: 12 generations with 3 distinct texts cost 3 requests, and every
+    copy gets the server's own number for its text."""
+    records = gens(12, "hexphi")
+    for i, r in enumerate(records):
+        r["text"] = f"reply <{i % 3}> words"
+        r["meta"] = {"question": "the same question?"}
+    src = write(tmp_path / "g.jsonl", records)
+    with FakeJudge(latency=0.2) as srv:
+        scorer = get_scorer("judge-hexphi", base_url=srv.url, judge_model="j", **FAST)
+        s = score_file(src, tmp_path / "s.jsonl", scorer, cache=tmp_path / "c.sqlite",
+                       progress=False)
+        assert srv.count == 3 and s.requests == 3 and s.deduplicated + s.cache_hits == 9
+        by_text = {q["text"]: fake_harm(q["text"]) for q in srv.requests}
+    rows = read(tmp_path / "s.jsonl")
+    check_complete(records, rows)
+    assert {r["value"] for r in rows} <= {float(v) for v in by_text.values()}
+    assert len({(r["value"], records[i]["text"]) for i, r in enumerate(rows)}) == 3
+
+
+def test_cool_down_holds_every_thread_then_the_rate_recovers():
+    from valueharms.score.client import RateLimiter
+
+    limiter = RateLimiter(qps=0)
+    limiter.cool_down(0.3, slowest=1.0)
+    started = []
+
+    def worker():
+        limiter.wait()
+        started.append(time.monotonic())
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert min(started) - t0 >= 0.3 * 0.9  # nobody went during the pause
+    assert limiter.interval > 0  # the rate was lowered ...
+    for _ in range(200):
+        limiter.succeeded()
+    assert limiter.interval == limiter.base == 0  # ... and recovered
+
+
+def test_quota_server_rate_limits_are_shared(tmp_path):
+    """Against a 5 req/s quota with unlimited client qps, the 429s turn into shared cool-downs
+    (counted, shown in the summary) and every item still ends ok."""
+    records = gens(12, "hexphi")
+    src = write(tmp_path / "g.jsonl", records)
+    with FakeJudge(quota=5) as srv:
+        scorer = get_scorer("judge-hexphi", base_url=srv.url, judge_model="j",
+                            **{**FAST, "attempts": 20, "max_backoff": 1.0})
+        s = score_file(src, tmp_path / "s.jsonl", scorer, cache=tmp_path / "c.sqlite",
+                       progress=False)
+        assert srv.modes["quota"] >= 1 and s.cooldowns == srv.modes["quota"]
+    check_complete(records, read(tmp_path / "s.jsonl"))
+    assert s.statuses == {"ok": 12} and "cool-downs" in s.line()

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..records import FAILED, OK, UNPARSED, UNSCORABLE, Generation
 from ..errors import InputError
-from .client import Failed, Policy, RateLimiter, Stats, Unscorable, call, redact
+from .client import Failed, InFlight, Policy, RateLimiter, Stats, Unscorable, call, redact
 
 MASK = "XYZ"
 # Generation.meta keys that may carry the bare benchmark text (without chat wrapping).
@@ -78,6 +78,9 @@ class RemoteScorer(Scorer):
         self.concurrency = policy.concurrency
         self.limiter = RateLimiter(policy.qps)
         self._secret = secret
+        # Settled verdicts are reused for repeated texts (RTP samples at temperature 0.1 often
+        # repeat); failed ones are asked again.
+        self._inflight = InFlight(keep=lambda v: v.status in (OK, UNSCORABLE))
 
     def request(self, text: str) -> Verdict:
         raise NotImplementedError
@@ -86,6 +89,11 @@ class RemoteScorer(Scorer):
         return [self._one(text) for _, text in items]
 
     def _one(self, text: str) -> Verdict:
+        if self.policy.dedup:
+            return self._inflight.get(text, lambda: self._ask(text), self.stats)
+        return self._ask(text)
+
+    def _ask(self, text: str) -> Verdict:
         try:
             return call(lambda: self.request(text), self.policy, self.limiter, self.stats,
                         secrets=(self._secret,))

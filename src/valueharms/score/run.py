@@ -40,13 +40,16 @@ class Summary:
     cache_hits: int = 0
     requests: int = 0  # remote requests, retries included
     retries: int = 0
+    cooldowns: int = 0  # rate-limit pauses shared by every thread
+    deduplicated: int = 0  # items answered by an identical text's request
     statuses: Counter = field(default_factory=Counter)
 
     def line(self) -> str:
         counts = " ".join(f"{s}={self.statuses.get(s, 0)}" for s in STATUSES)
         return (f"{self.scorer}: {self.inputs} generations, {self.skipped} already scored, "
                 f"{sum(self.statuses.values())} scored ({counts}); cache hits {self.cache_hits}, "
-                f"requests {self.requests}, retries {self.retries}")
+                f"requests {self.requests}, retries {self.retries}, cool-downs {self.cooldowns}, "
+                f"deduplicated {self.deduplicated}")
 
 
 def read_generations(path: str | Path) -> list[tuple[int, Generation]]:
@@ -150,7 +153,9 @@ def score_file(in_path: str | Path, out_path: str | Path, scorer: Scorer, *,
     finally:
         if own_cache:
             store.close()
-    summary.requests, summary.retries = scorer.stats.requests, scorer.stats.retries
+    stats = scorer.stats
+    summary.requests, summary.retries = stats.requests, stats.retries
+    summary.cooldowns, summary.deduplicated = stats.cooldowns, stats.deduplicated
     return summary
 
 
@@ -221,6 +226,10 @@ def _finish(entry, scorer: Scorer, cache: ScoreCache, summary: Summary, bar) -> 
         if verdict.status == FAILED:
             log.warning("%s %s: failed: %s", scorer.name, list(gen.key), verdict.raw)
         scores.append(_score(gen, scorer.name, verdict))
+    stats = scorer.stats
+    if stats.requests:  # remote scorers: what the waiting is made of
+        bar.set_postfix(retries=stats.retries, cooldowns=stats.cooldowns,
+                        dedup=stats.deduplicated, refresh=False)
     bar.update(len(batch))
     return scores
 
