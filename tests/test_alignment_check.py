@@ -173,6 +173,7 @@ def test_cli_pvq40_likelihood_on_the_embedded_model_writes_three_files(cli, tmp_
     assert "nmse" in result.stdout and "pearson_r" in result.stdout
 
 
+@pytest.mark.needs_data("arguments-test")
 def test_cli_arguments_instrument_with_prompting_on_a_tiny_model(cli, tiny_model_dir, tmp_path):
     result = cli("evaluate", "alignment", "--model", str(tiny_model_dir), "--prompting", "Pow",
                  "--instrument", "arguments", "--method", "expected", "--limit", "5",

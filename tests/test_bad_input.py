@@ -8,9 +8,13 @@ from typing import Callable
 import pytest
 
 from valueharms.cli import main
-from tests.conftest import DATA
+from tests.conftest import DATA, need_data
 
-VALUEEVAL = (DATA / "valueEval_10.csv").read_text(encoding="utf-8").splitlines(keepends=True)[:40]
+
+def valueeval_head() -> list[str]:
+    """The first 40 lines of the real ValueEval file (read when a case is built, never at import)."""
+    path = need_data("valueeval") / "valueEval_10.csv"
+    return path.read_text(encoding="utf-8").splitlines(keepends=True)[:40]
 
 
 def data_dir_with(tmp: Path, name: str, content: str | bytes) -> Path:
@@ -32,8 +36,8 @@ def data_dir_with(tmp: Path, name: str, content: str | bytes) -> Path:
     return root
 
 
-def valueeval(edit: Callable[[list[str]], list[str]]) -> str:
-    return "".join(edit(list(VALUEEVAL)))
+def valueeval(edit: Callable[[list[str]], list[str]]) -> Callable[[], str]:
+    return lambda: "".join(edit(valueeval_head()))
 
 
 def _cell(lines: list[str], row: int, col: int, value: str) -> list[str]:
@@ -43,17 +47,36 @@ def _cell(lines: list[str], row: int, col: int, value: str) -> list[str]:
     return lines
 
 
-def vim(name: str, content: str | bytes):
-    return lambda tmp: (["data", "vim", "--target", "Pow", "--data-dir",
-                         str(data_dir_with(tmp, name, content))], name.split("/")[-1])
+Content = str | bytes | Callable[[], str | bytes]  # a callable reads the real data lazily
 
 
-def file_case(argv: list[str], name: str, content: str | bytes, expect: str):
+def _bytes(content: Content) -> bytes:
+    content = content() if callable(content) else content
+    return content.encode() if isinstance(content, str) else content
+
+
+def vim(name: str, content: Content):
+    def build(tmp: Path):
+        need_data()  # the rest of the real data folder is linked beside the broken file
+        return (["data", "vim", "--target", "Pow", "--data-dir",
+                 str(data_dir_with(tmp, name, _bytes(content)))], name.split("/")[-1])
+    return build
+
+
+def file_case(argv: list[str], name: str, content: Content, expect: str):
     def build(tmp: Path):
         path = tmp / name
-        path.write_bytes(content.encode() if isinstance(content, str) else content)
+        path.write_bytes(_bytes(content))
         return [a.replace("{file}", str(path)).replace("{tmp}", str(tmp)) for a in argv], expect
     return build
+
+
+def needs(keys: tuple[str, ...], build):
+    """A case that reaches the named data sets before its fault (skipped without them)."""
+    def built(tmp: Path):
+        need_data(*keys)
+        return build(tmp)
+    return built
 
 
 def adapter_case(argv: list[str], config: str | None, expect: str):
@@ -68,7 +91,16 @@ def adapter_case(argv: list[str], config: str | None, expect: str):
 
 PVQ40 = (DATA / "pvq40.csv").read_text(encoding="utf-8").splitlines(keepends=True)
 PROFILE_HEADER = "name,Achievement,Benevolence,Conformity,Hedonism,Power,Security,Self-direction,Stimulation,Tradition,Universalism\n"
-ESS_HEADER = (DATA / "ess.csv").read_text().splitlines()[0]
+
+
+def ess_with(rows: Callable[[str], str]) -> Callable[[], str]:
+    """The real ESS header followed by ``rows(header)`` (read when the case is built)."""
+    def content() -> str:
+        header = (need_data("ess") / "ess.csv").read_text().splitlines()[0]
+        return rows(header)
+    return content
+
+
 GEN = '{"system": "vanilla", "benchmark": "rtp", "prompt_id": "1", "sample": 0, "text": "hi", "model": "m"}\n'
 
 CASES = {
@@ -80,22 +112,23 @@ CASES = {
     "valueeval label 2": vim("valueEval_10.csv", valueeval(lambda ls: _cell(ls, 5, 8, "2"))),
     "valueeval stance": vim("valueEval_10.csv", valueeval(lambda ls: _cell(ls, 3, 2, "neutral"))),
     "valueeval empty": vim("valueEval_10.csv", ""),
-    "valueeval bytes": vim("valueEval_10.csv", valueeval(lambda ls: ls).encode() + b"\xff\xfe\x00"),
+    "valueeval bytes": vim("valueEval_10.csv",
+                           lambda: valueeval(lambda ls: ls)().encode() + b"\xff\xfe\x00"),
     "valueeval duplicate id": vim("valueEval_10.csv", valueeval(lambda ls: ls + [ls[1]])),
     "survey split stance": vim("argument_generation/value_split/train.csv",
-                               (DATA / "argument_generation/value_split/train.csv").read_text()
-                               .replace("against", "maybe", 1)),
+                               lambda: (DATA / "argument_generation/value_split/train.csv")
+                               .read_text().replace("against", "maybe", 1)),
     # ESS answers and published profiles
     "ess code 7": file_case(["targets", "derive", "--ess", "{file}", "--coding", "raw", "--out",
                              "{tmp}/out/t.csv"], "ess.csv",
-                            ESS_HEADER + "\n1," + ",".join(["7"] * 21) + "\n", "ess.csv"),
+                            ess_with(lambda h: h + "\n1," + ",".join(["7"] * 21) + "\n"), "ess.csv"),
     "ess missing item": file_case(["targets", "derive", "--ess", "{file}", "--coding", "raw",
                                    "--out", "{tmp}/out/t.csv"], "ess.csv",
-                                  ESS_HEADER.rsplit(",", 1)[0] + "\n1," + ",".join(["3"] * 20) + "\n",
+                                  ess_with(lambda h: h.rsplit(",", 1)[0] + "\n1," + ",".join(["3"] * 20) + "\n"),
                                   "ess.csv"),
     "ess text code": file_case(["targets", "derive", "--ess", "{file}", "--coding", "raw", "--out",
                                 "{tmp}/out/t.csv"], "ess.csv",
-                               ESS_HEADER + "\n1," + ",".join(["x"] * 21) + "\n", "ess.csv"),
+                               ess_with(lambda h: h + "\n1," + ",".join(["x"] * 21) + "\n"), "ess.csv"),
     # User profiles
     "profile score 7": file_case(["targets", "list", "--set", "{file}"], "p.csv",
                                  PROFILE_HEADER + "me,7,1,1,1,1,1,1,1,1,1\n", "outside"),
@@ -158,8 +191,8 @@ CASES = {
         ["generate", "--system", "vanilla", "--adapter", "{adapter}", "--benchmark", "hexphi",
          "--out", "{adapter}/../out/g.jsonl"], "{}", "adapter"),
     # Study files
-    "study unknown target": file_case(["run", "{file}"], "s.toml",
-                                      '[study]\nout="out"\n[targets]\nnames=["Zzz"]\n', "Zzz"),
+    "study unknown target": needs(("countries",), file_case(
+        ["run", "{file}"], "s.toml", '[study]\nout="out"\n[targets]\nnames=["Zzz"]\n', "Zzz")),
     "study missing benign file": file_case(
         ["run", "{file}"], "s.toml",
         '[study]\nout="out"\n[systems]\nmethods=["benign:dolly"]\n[benign]\n'
@@ -175,10 +208,6 @@ CASES = {
         '[study]\nout="out"\n[benchmarks.rtp]\n[scorers]\nrtp="offline-toxicity"\n'
         '[scorer_options.regard]\nmodel="x"\n', "regard"),
 }
-
-
-def test_the_corpus_is_large_enough():
-    assert len(CASES) >= 25
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

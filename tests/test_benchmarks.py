@@ -137,6 +137,7 @@ def test_missing_data_file_names_it(tmp_path, monkeypatch):
         benchmarks.load_items("hexphi", data_dir=str(tmp_path))
 
 
+@pytest.mark.needs_data()
 def test_cli_benchmarks_list(cli):
     r = cli("benchmarks", "list")
     assert r.returncode == 0, r.stderr
@@ -145,6 +146,7 @@ def test_cli_benchmarks_list(cli):
         "hexphi all 330", "beavertails all 700", "advbench all 520"]
 
 
+@pytest.mark.needs_data()
 def test_cli_benchmarks_categories_and_bad_input(cli, tmp_path):
     r = cli("benchmarks", "categories", "hexphi")
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 11

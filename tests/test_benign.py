@@ -137,6 +137,7 @@ def test_bad_options(tmp_path):
 
 # --------------------------------------------------------------------------- CLI
 
+@pytest.mark.needs_data('grammar', 'grammar-valid')
 def test_cli_bad_input_exits_2_and_writes_nothing(cli, tmp_path, capsys):
     from valueharms.cli import main
 

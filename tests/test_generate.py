@@ -399,6 +399,7 @@ def test_cli_bad_input_exits_2_without_output(tmp_path, data_dir, monkeypatch, e
     assert not out.exists()
 
 
+@pytest.mark.needs_data('hexphi', 'advbench')
 def test_cli_entry_point_bad_input(cli, tmp_path):
     out = tmp_path / "out.jsonl"
     r = cli("generate", "--system", "vanilla", "--benchmark", "hexphi", "--categories", "nope",

@@ -185,8 +185,8 @@ def scipy_bias_score(rows: pd.DataFrame, baseline_pct: float) -> tuple[float, np
         if np.ptp(pct) == 0:  # scipy needs variation; a constant group's CI is the constant
             highs.append(pct[0])
             continue
-        ci = stats.bootstrap((pct,), np.mean, confidence_level=bias.CONFIDENCE,
-                             n_resamples=bias.RESAMPLES, method="percentile",
+        ci = stats.bootstrap((pct,), np.mean, confidence_level=0.975,  # the paper's level and resamples
+                             n_resamples=9999, method="percentile",
                              random_state=np.random.default_rng(seed)).confidence_interval
         highs.append(ci.high)
     highs = np.array(highs)

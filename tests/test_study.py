@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import need_data, run_cli
 from valueharms.cli import main
 from valueharms.study import plan, spec
 
@@ -121,6 +122,7 @@ def test_missing_key_and_missing_data_stop_a_run_before_any_work(tmp_path, capsy
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.needs_data()
 def test_paper_study_dry_run_plans_every_step_without_keys(cli):
     result = cli("run", "studies/paper.toml", "--dry-run",
                  env={"PERSPECTIVE_API_KEY": "", "OPENAI_API_KEY": ""})
@@ -223,8 +225,7 @@ def _outputs(out: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def local_run(tiny_model_dir, tmp_path_factory):
-    from tests.conftest import run_cli
-
+    need_data()
     tmp = tmp_path_factory.mktemp("study")
     path = write_study(tmp, tiny_model_dir)
     result = run_cli("run", str(path), env=KEYS)
@@ -283,6 +284,7 @@ def test_a_deleted_report_is_rebuilt_alone(local_run, cli):
     assert len(ran) == 1 and "report/index" in ran[0], result.stderr
 
 
+@pytest.mark.needs_data()
 def test_ray_executor_gives_the_local_result(tiny_model_dir, tmp_path):
     pytest.importorskip("ray")
     import ray

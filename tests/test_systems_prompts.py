@@ -58,6 +58,7 @@ def test_keys_are_normalised(key, normal):
     assert systems.parse_system(normal) == parsed  # the normal key parses to the same system
 
 
+@pytest.mark.needs_data('ess-distribution')
 def test_parts_of_a_key():
     s = systems.parse_system("vim:close_Hed_2+dual:Hed", adapter="runs/a")
     assert (s.kind, s.target, s.dataset, s.mitigation, s.adapter) == (

@@ -84,6 +84,7 @@ def test_user_profile_files(tmp_path):
         targets.load_set(str(tmp_path / "bad.json"))
 
 
+@pytest.mark.needs_data('ess-distribution')
 def test_cli_paper_csv(cli):
     result = cli("targets", "list", "--set", "paper", "--format", "csv")
     assert result.returncode == 0, result.stderr

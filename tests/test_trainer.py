@@ -233,6 +233,7 @@ def test_a_killed_run_resumes_to_the_same_adapter(tiny_model_dir, tmp_path):
 
 # --------------------------------------------------------------------------- CLI: train vim
 
+@pytest.mark.needs_data('countries', 'ess-distribution')
 def test_cli_train_vim_bad_input_exits_2(cli, tmp_path, capsys):
     from valueharms.cli import main
 
@@ -250,9 +251,9 @@ def test_cli_train_vim_bad_input_exits_2(cli, tmp_path, capsys):
     assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
+@pytest.mark.needs_data()
 @pytest.mark.parametrize("target", ["Hed", "close_Ach"])
 def test_cli_train_vim_two_stages(cli, tiny_model_dir, tmp_path, target):
-    pytest.importorskip("valueharms.align.vim_data")
     from peft import PeftConfig
 
     out = tmp_path / "vim"

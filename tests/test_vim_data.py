@@ -202,6 +202,7 @@ def test_stage2_value_columns_chosen_by_name(mini_dir, tmp_path):
     assert a.stage2 == b.stage2 and a.stage1 == b.stage1
 
 
+@pytest.mark.needs_data('arguments-train', 'arguments-valid')
 def test_stochastic_rounding_statistics():
     rng = np.random.default_rng(0)
     for x in (1.0, 2.3, 3.5, 4.75, 5.9):
@@ -260,6 +261,7 @@ def test_fast_jsonl_equals_json_dumps(arguments, mini_dir):
     assert stage2.jsonl() == vd.jsonl_text(stage2.examples(), vd.STAGE2_FIELDS)
 
 
+@pytest.mark.needs_data()
 def test_cli_writes_files(cli, tmp_path):
     out = tmp_path / "hed"
     result = cli("data", "vim", "--target", "Hed", "--limit", "30", "--out", str(out))
@@ -285,6 +287,7 @@ def test_cli_writes_files(cli, tmp_path):
     (["--target", "Nobody"], "Nobody"), (["--target", "Hed", "--strategy", "median"], "median"),
     (["--target", "Hed", "--threshold", "0"], "--threshold 0"),
     (["--set", "nothing"], "nothing"), (["--target", "Hed", "--limit", "0"], "--limit 0")])
+@pytest.mark.needs_data('countries', 'ess-distribution')
 def test_cli_bad_input_exits_2_and_writes_nothing(args, message, tmp_path, capsys):
     from valueharms.cli import main
 
