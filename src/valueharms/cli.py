@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import pkgutil
 import sys
 
 from . import commands
 from .errors import InputError
+
+# Failures of the machine rather than the program: a full disk or quota, a file-size limit,
+# a read-only or forbidden folder. One line and exit 2 like bad input; every writer keeps
+# unfinished work out of the files that mark work done, so a re-run redoes only that.
+_ENVIRONMENT = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,6 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except InputError as exc:
         sys.stderr.write(f"valueharms: error: {exc}\n")
+        return 2
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        sys.stderr.write(f"valueharms: error: {where}{exc.strerror}; nothing unfinished was "
+                         f"kept as done: fix this and run again\n")
         return 2
 
 

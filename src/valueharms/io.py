@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import logging
 import os
 import platform
 import shutil
@@ -13,6 +15,7 @@ from typing import Iterable, Iterator
 
 from . import sources
 
+log = logging.getLogger("valueharms.io")
 # What every manifest (training runs, study steps) records about the software that made it.
 _PACKAGES = ("valueharms", "torch", "transformers", "peft", "numpy", "pandas", "scipy")
 
@@ -63,18 +66,51 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike) -> Iterator[None]:
+    """Hold the one write lock on ``path`` (flock on a hidden ``.NAME.lock`` beside it).
+
+    A second process that wants it says on stderr who holds it and waits; the kernel drops
+    the lock when its holder exits, killed or not, so a crash never leaves it stuck.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            log.warning("%s is being written by another process (pid %s); waiting for it to "
+                        "finish", path, holder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 class JsonlAppender:
     """Append-only JSONL: one complete line per write, flushed and fsynced.
 
-    A killed writer leaves at most one unterminated last line, which :func:`open` drops
-    before appending, so resumed runs never duplicate or corrupt records.
+    A killed writer leaves at most one unterminated last line, which opening drops (saying
+    so) before appending, so resumed runs never duplicate or corrupt records. ``lock``: hold
+    :func:`exclusive` on the file while open, so a second writer waits and then reads what
+    the first wrote instead of writing it again.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, lock: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._truncate_partial_tail()
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._lock = exclusive(self.path) if lock else contextlib.nullcontext()
+        self._lock.__enter__()
+        try:
+            self._truncate_partial_tail()
+            self._fh = open(self.path, "a", encoding="utf-8")
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
 
     def _truncate_partial_tail(self) -> None:
         if not self.path.exists():
@@ -82,6 +118,8 @@ class JsonlAppender:
         data = self.path.read_bytes()
         end = data.rfind(b"\n") + 1
         if end != len(data):
+            log.warning("%s: dropped an unfinished last line (%d bytes) left by an interrupted "
+                        "write; it is written again", self.path, len(data) - end)
             with open(self.path, "r+b") as fh:
                 fh.truncate(end)
 
@@ -103,7 +141,10 @@ class JsonlAppender:
             os.fsync(self._fh.fileno())
 
     def close(self) -> None:
-        self._fh.close()
+        try:
+            self._fh.close()
+        finally:
+            self._lock.__exit__(None, None, None)
 
     def __enter__(self) -> "JsonlAppender":
         return self

@@ -11,6 +11,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import urllib.request
 from dataclasses import dataclass
@@ -438,6 +439,8 @@ def read_jsonl_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             if n == len(lines):  # unterminated last line: a write that never finished
+                logging.getLogger("valueharms.sources").warning(
+                    "%s: line %d is unfinished (an interrupted write?) and was left out", path, n)
                 return
             raise InputError(f"{path}: line {n}: invalid JSON ({exc.msg})") from None
         if not isinstance(record, dict):

@@ -72,9 +72,12 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if problems:
         raise InputError(problems[0])
-    if args.executor == "ray":
-        execute.run_ray(study, args.ray_address)
-    else:
-        execute.run_local(study)
+    from ..io import exclusive
+
+    with exclusive(study.out / "study"):  # a second run of this study waits for the first
+        if args.executor == "ray":
+            execute.run_ray(study, args.ray_address)
+        else:
+            execute.run_local(study)
     print(execute.report_path(study))
     return 0

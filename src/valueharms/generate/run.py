@@ -148,7 +148,7 @@ def generate(systems: list[System], items: list[BenchmarkItem], backend: Backend
 
 def _run(batches: list[list[Row]], planned: dict[tuple, Row], backend: Backend,
          out_file: str | os.PathLike, fail_file: Path, progress: bool, label: str) -> Summary:
-    with JsonlAppender(out_file) as out:
+    with JsonlAppender(out_file, lock=True) as out:  # a second writer waits
         done = _done_keys(out, planned, backend.model)
         already = len(done)
         fail_file.unlink(missing_ok=True)  # this run retries every earlier failure

@@ -141,13 +141,15 @@ def score_file(in_path: str | Path, out_path: str | Path, scorer: Scorer, *,
         problem = scorer.check(gen)
         if problem:
             raise InputError(f"{in_path}: line {n}: {problem}")
-    done = _scored(out_path, scorer.name)
-    todo = [g for _, g in gens if g.key not in done or done[g.key] in retry]
-    summary = Summary(scorer.name, len(gens), skipped=len(gens) - len(todo))
     own_cache = not isinstance(cache, ScoreCache)
     store = ScoreCache(cache) if own_cache else cache
     try:
-        with JsonlAppender(out_path) as out:
+        # Locked before reading what is done: a second process on the same output waits,
+        # then finds the first one's lines and scores only what is still missing.
+        with JsonlAppender(out_path, lock=True) as out:
+            done = _scored(out_path, scorer.name)
+            todo = [g for _, g in gens if g.key not in done or done[g.key] in retry]
+            summary = Summary(scorer.name, len(gens), skipped=len(gens) - len(todo))
             for scores in score_generations(todo, scorer, store, summary, progress):
                 out.write_many(to_json(s) for s in scores)
     finally:

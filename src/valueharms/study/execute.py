@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ..io import atomic_write_text, versions
-from .plan import Step, plan
+from .plan import MANIFEST, Step, outputs, plan
 from .spec import Study
 from .steps import RUNNERS
 
@@ -17,13 +17,16 @@ def run_step(step: Step, study: Study, progress: bool = False) -> str:
     out = step.out_dir(study)
     if step.done(study):
         return step.id
+    if (out / MANIFEST).exists():  # its outputs went missing: no longer a record of them
+        say(f"{step.id}: {MANIFEST} without the outputs it lists; running the step again")
+        (out / MANIFEST).unlink()
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     RUNNERS[step.kind](step, study, out, progress)
     manifest = {"step": step.id, "kind": step.kind, "config": step.config, "deps": list(step.deps),
                 "seed": study.seed, "versions": versions(), "started": start,
-                "seconds": round(time.time() - start, 3)}
-    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1, default=str))
+                "seconds": round(time.time() - start, 3), "outputs": outputs(out)}
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1, default=str))
     return step.id
 
 

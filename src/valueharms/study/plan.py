@@ -33,10 +33,28 @@ class Step:
         return study.out / "steps" / self.id
 
     def done(self, study: Study) -> bool:
-        finished = (self.out_dir(study) / "manifest.json").is_file()
+        """Its manifest exists and every file the manifest lists is there, at its size (a
+        manifest whose outputs went missing or shrank is not done; the step runs again)."""
+        out = self.out_dir(study)
+        try:
+            listed = json.loads((out / MANIFEST).read_text()).get("outputs", {})
+        except (OSError, ValueError):  # missing, or cut short: not done
+            return False
+        finished = all(outputs(out).get(name) == size for name, size in listed.items())
         if self.kind == "report":  # its product lives outside the step folder
             finished = finished and (study.out / "report" / "index.html").is_file()
         return finished
+
+
+MANIFEST = "manifest.json"
+
+
+def outputs(out: Path) -> dict[str, int]:
+    """Size of every file a step left in its folder (not the manifest, not hidden lock files)."""
+    if not out.is_dir():
+        return {}
+    return {str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")}
 
 
 def plan(study: Study) -> list[Step]:
