@@ -93,6 +93,10 @@ def cli():
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def build_tiny_model(out: Path) -> Path:
     """A 2-layer random Llama with the embedded model's tokenizer and chat template (~0.3 s/batch)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -103,7 +107,6 @@ def tiny_model_dir(tmp_path_factory) -> Path:
                          max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny-llama")
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out

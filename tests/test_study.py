@@ -284,6 +284,24 @@ def test_a_deleted_report_is_rebuilt_alone(local_run, cli):
     assert len(ran) == 1 and "report/index" in ran[0], result.stderr
 
 
+def test_a_manifest_without_its_outputs_is_not_done(local_run, cli):
+    """A deleted output, or a manifest cut short, makes the step run again (said on stderr);
+    it ends as before, and nothing else runs."""
+    path, out, _ = local_run
+    before = _outputs(out)
+    gen_dir = next(out.glob("steps/generate/rtp-*"))
+    (gen_dir / "generations.jsonl").unlink()
+    score_manifest = next(out.glob("steps/score/hexphi-*")) / "manifest.json"
+    score_manifest.write_text(score_manifest.read_text()[:40])
+    result = cli("run", str(path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    ran = sorted(line.split()[1] for line in result.stderr.splitlines() if line.endswith(" ..."))
+    assert ran == sorted([gen_dir.parent.name + "/" + gen_dir.name,
+                          score_manifest.parent.parent.name + "/" + score_manifest.parent.name])
+    assert f"{gen_dir.parent.name}/{gen_dir.name}: outputs missing or changed" in result.stderr
+    assert _outputs(out) == before
+
+
 @pytest.mark.needs_data()
 def test_ray_executor_gives_the_local_result(tiny_model_dir, tmp_path):
     pytest.importorskip("ray")

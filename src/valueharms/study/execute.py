@@ -18,7 +18,8 @@ def run_step(step: Step, study: Study, progress: bool = False) -> str:
     if step.done(study):
         return step.id
     if (out / MANIFEST).exists():  # its outputs went missing: no longer a record of them
-        say(f"{step.id}: {MANIFEST} without the outputs it lists; running the step again")
+        say(f"{step.id}: outputs missing or changed since its {MANIFEST} was written; "
+            f"running the step again")
         (out / MANIFEST).unlink()
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
