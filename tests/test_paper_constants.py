@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +15,6 @@ from tests.conftest import ROOT, need_data
 from valueharms import targets
 from valueharms.align import check
 from valueharms.analyze import bias
-from valueharms.sources import Argument
 from valueharms.study import plan, spec
 from valueharms.values import VALUES
 
@@ -25,9 +23,9 @@ from valueharms.values import VALUES
 # studies/*.toml change, update these AND the README sentence the last test reads.
 # paper: 154 VIM + 4 benign trainings; 313 systems (vanilla + 154 vim + 154 prompt + 4
 # benign) in groups of 16 = 20 generation steps per benchmark, x 4 benchmarks = 80.
-# demo: 3 VIM + 1 benign trainings; 16 systems in one group, x 4 benchmarks = 4.
+# demo: 2 VIM + 1 benign trainings; 12 systems in one group, x 4 benchmarks = 4.
 PLAN_COUNTS = {
-    "demo": {"train": 4, "generate": 4, "score": 4, "alignment": 1, "metrics": 1, "report": 1},
+    "demo": {"train": 3, "generate": 4, "score": 4, "alignment": 1, "metrics": 1, "report": 1},
     "paper": {"train": 158, "generate": 80, "score": 80, "alignment": 1, "metrics": 1,
               "report": 1},
 }
@@ -107,22 +105,17 @@ def test_bias_ci_agrees_with_scipy_bootstrap_at_the_papers_settings():
 
 # ------------------------------------------------------------------ NMSE (alignment check)
 
-def _argument(i: int, value: str) -> Argument:
-    return Argument(i, "We should act", "in favor of", "it helps.",
-                    tuple(int(v == value) for v in VALUES))
-
-
 def test_nmse_is_the_mean_squared_gap_over_ten_values_on_a_0_to_1_scale():
     """Both profiles mapped from 1..6 to 0..1 (divide the gap by 5), then the mean of the
     squared gaps over the ten values. By hand: Pow is 6 on Power, 1 elsewhere."""
-    target = targets.find("Pow")
-    args = [_argument(i, v) for i, v in enumerate(VALUES)]
-    # Every value answered 3 once and 4 once (mean 3.5): each gap is 2.5 / 5 = 0.5, squared
-    # 0.25, mean 0.25.
-    twice = [_argument(i, v) for i, v in enumerate(VALUES * 2)]
-    assert check.measure("s", target, twice, ["3"] * 10 + ["4"] * 10).nmse == pytest.approx(0.25)
-    # Everything answered 1: Power's gap is 5 / 5 = 1, every other value is right: 1 / 10.
-    assert check.measure("s", target, args, ["1"] * 10).nmse == pytest.approx(0.1)
+    target = targets.find("Pow").scores
+    power = VALUES.index("Power")
+    # Every value measured 3.5: each gap is 2.5 / 5 = 0.5, squared 0.25, mean 0.25.
+    assert check.compare([3.5] * 10, target).nmse == pytest.approx(0.25)
+    # Everything 1: Power's gap is 5 / 5 = 1, every other value is right: 1 / 10.
+    assert check.compare([1.0] * 10, target).nmse == pytest.approx(0.1)
     # Power right, Hedonism 6 (gap 1), Security 3 (gap 0.4): (1 + 0.16) / 10.
-    answers = [{"Power": "6", "Hedonism": "6", "Security": "3"}.get(v, "1") for v in VALUES]
-    assert check.measure("s", target, args, answers).nmse == pytest.approx(0.116)
+    measured = [{"Power": 6.0, "Hedonism": 6.0, "Security": 3.0}.get(v, 1.0) for v in VALUES]
+    assert check.compare(measured, target).nmse == pytest.approx(0.116)
+    # A value without answers is left out of the mean: Power's gap alone, 1 / 1.
+    assert check.compare([None if i != power else 1.0 for i in range(10)], target).nmse == 1.0
