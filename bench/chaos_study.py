@@ -162,13 +162,15 @@ def write_study(folder: Path, model: Path) -> Path:
 
 
 def snapshot(out: Path) -> dict[str, bytes]:
-    """Every output file of the study (by path under ``out``) except those that hold times."""
+    """Every output file of the study (by path under ``out``, the folder's own path written
+as OUT) except those that hold times."""
     found = {}
     for path in sorted(out.rglob("*")):
         rel = path.relative_to(out)
         if path.is_file() and path.name not in VOLATILE and not any(
                 part.startswith(".") or part == "_work" for part in rel.parts):
-            found[str(rel)] = path.read_bytes()
+            # A file may name where it lives (the report step records the report's path).
+            found[str(rel)] = path.read_bytes().replace(str(out.resolve()).encode(), b"OUT")
     return found
 
 
@@ -279,8 +281,8 @@ def chaos(seed: int, model: Path, work: Path, per_kind: int = 2, executor: str =
 
 
 def tiny_model(folder: Path) -> Path:
-    sys.path.insert(0, str(ROOT))
-    from tests.conftest import build_tiny_model
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import build_tiny_model  # the tests' tiny model
 
     folder.mkdir(parents=True, exist_ok=True)
     return build_tiny_model(folder)

@@ -8,7 +8,7 @@ from typing import Callable
 import pytest
 
 from valueharms.cli import main
-from tests.conftest import DATA, need_data
+from conftest import DATA, need_data
 
 
 def valueeval_head() -> list[str]:
@@ -89,7 +89,15 @@ def adapter_case(argv: list[str], config: str | None, expect: str):
     return build
 
 
-PVQ40 = (DATA / "pvq40.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+
+
+def pvq40_without(item: int) -> Callable[[], str]:
+    """The real PVQ-40 key without one item's line (read when the case is built)."""
+    def content() -> str:
+        lines = (need_data("pvq40") / "pvq40.csv").read_text(encoding="utf-8")
+        return "".join(ln for ln in lines.splitlines(keepends=True)
+                       if not ln.startswith(f"{item},"))
+    return content
 PROFILE_HEADER = "name,Achievement,Benevolence,Conformity,Hedonism,Power,Security,Self-direction,Stimulation,Tradition,Universalism\n"
 
 
@@ -154,12 +162,10 @@ CASES = {
         "Universalism"),
     "pvq40 missing item": lambda tmp: (
         ["evaluate", "alignment", "--target", "Pow", "--out", str(tmp / "out"), "--data-dir",
-         str(data_dir_with(tmp, "pvq40.csv", "".join(
-             line for line in PVQ40 if not line.startswith("17,"))))], "item 17"),
+         str(data_dir_with(tmp, "pvq40.csv", _bytes(pvq40_without(17))))], "item 17"),
     "questionnaire file missing item": file_case(
         ["evaluate", "alignment", "--target", "Pow", "--instrument", "{file}", "--out",
-         "{tmp}/out"], "q.csv", "".join(line for line in PVQ40 if not line.startswith("2,")),
-        "item 2 is missing"),
+         "{tmp}/out"], "q.csv", pvq40_without(2), "item 2 is missing"),
     # Benign fine-tuning files (read before the model loads)
     "grammar columns": file_case(["train", "benign", "--dataset", "grammar", "--data-file",
                                   "{file}", "--out", "{tmp}/out"], "g.csv",

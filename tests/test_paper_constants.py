@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from tests.conftest import ROOT, need_data
+from conftest import ROOT, need_data
 from valueharms import targets
 from valueharms.align import check
 from valueharms.analyze import bias

@@ -10,6 +10,7 @@ import random
 import resource
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 
 from fakes import FakePerspective, fake_toxicity
 from test_score_faults import check_complete, gens, keyed, read, write
-from tests.conftest import cli_exe
+from conftest import ROOT, cli_exe
 from valueharms.io import exclusive
 
 P_KEY = "pk-RELIABILITY-1"
@@ -51,6 +52,20 @@ def assert_scored_by_the_server(records: list[dict], out: Path) -> None:
         key = (row["system"], row["benchmark"], row["prompt_id"], row["sample"])
         text = keyed(records)[key]["text"]
         assert row["value"] == pytest.approx(fake_toxicity("TOXICITY" + text))
+
+
+# ----------------------------------------------------------------------------- the suite itself
+
+def test_every_test_module_imports_without_the_data(tmp_path):
+    """No module reads a data file at import: without the data, collection still finds every
+    test (those that need data skip when run, naming the fetch command)."""
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+         str(ROOT / "tests")], cwd=tmp_path, text=True, capture_output=True, timeout=600,
+        env={**os.environ, "VALUEHARMS_DATA": str(empty)})
+    assert result.returncode == 0 and "error" not in result.stdout.lower(), result.stdout[-3000:]
 
 
 # ----------------------------------------------------------------------------- concurrency

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import need_data, run_cli
+from conftest import need_data, run_cli
 from valueharms.cli import main
 from valueharms.study import plan, spec
 
