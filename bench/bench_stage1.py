@@ -44,7 +44,7 @@ def row_by_row(df: pd.DataFrame, profile) -> dict[str, list[dict]]:
             "completion": answer.format(agree=vim_data.AGREE[row["Stance"]],
                                         premise=row["Premise"])})
     rng = np.random.default_rng(SEED)
-    for polarity, rows in by_polarity.items():
+    for rows in by_polarity.values():
         rows[:] = [rows[i] for i in rng.permutation(len(rows))]
         n = len(rows)
         train = round(0.8 * n)

@@ -27,8 +27,8 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 
 def fake_toxicity(text: str) -> float:
@@ -60,7 +60,7 @@ class _Server:
         self._httpd: ThreadingHTTPServer | None = None
 
     # -- lifecycle
-    def __enter__(self) -> "_Server":
+    def __enter__(self) -> _Server:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -128,7 +128,8 @@ class _Server:
         text = self.text_of(body)
         mode = self._mode(text)
         with self._lock:
-            self.requests.append({"text": text, "mode": mode, "headers": {k.lower(): v for k, v in h.headers.items()},
+            self.requests.append({"text": text, "mode": mode,
+                                  "headers": {k.lower(): v for k, v in h.headers.items()},
                                   "path": h.path})
             self.modes[mode] += 1
         if self.latency:

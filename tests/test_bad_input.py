@@ -2,8 +2,8 @@
 record file gives exit code 2, one line on stderr naming the fault, and no output at all."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -98,7 +98,8 @@ def pvq40_without(item: int) -> Callable[[], str]:
         return "".join(ln for ln in lines.splitlines(keepends=True)
                        if not ln.startswith(f"{item},"))
     return content
-PROFILE_HEADER = "name,Achievement,Benevolence,Conformity,Hedonism,Power,Security,Self-direction,Stimulation,Tradition,Universalism\n"
+PROFILE_HEADER = ("name,Achievement,Benevolence,Conformity,Hedonism,Power,Security,Self-direction,"
+                  "Stimulation,Tradition,Universalism\n")
 
 
 def ess_with(rows: Callable[[str], str]) -> Callable[[], str]:

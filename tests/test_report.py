@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
 from test_analysis import ALIGNED, synthetic_scores, write_score_files
+
 from valueharms.values import SHORT, VALUES, extreme
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

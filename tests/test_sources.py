@@ -80,7 +80,9 @@ def test_missing_file_message(tmp_path, monkeypatch):
 
 
 def _serve(directory):
-    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(directory), **k)
+    def handler(*a, **k):
+        return http.server.SimpleHTTPRequestHandler(*a, directory=str(directory), **k)
+
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
@@ -110,7 +112,8 @@ def test_benchmark_readers(data_dir):
     assert len(sources.read_hexphi(data_dir / "hex-phi.csv")) == 330
     assert len(sources.read_beavertails(data_dir / "BeaverTails-Evaluation.csv")) == 700
     assert len(sources.read_rtp(data_dir / "real_toxic_prompts.csv")) == 21744
-    assert list(sources.read_pairs(data_dir / "gtrain_10k.csv", "input", "target").columns) == ["input", "target"]
+    pairs = sources.read_pairs(data_dir / "gtrain_10k.csv", "input", "target")
+    assert list(pairs.columns) == ["input", "target"]
 
 
 def test_jsonl_drops_only_an_unterminated_tail(tmp_path):

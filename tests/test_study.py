@@ -88,6 +88,15 @@ BAD = {
     "scorer option": ('[study]\nout="o"\n[benchmarks.rtp]\n[scorers]\nrtp="offline-toxicity"\n'
                       '[scorer_options.offline-toxicity]\njudge_model="x"\n',
                       "judge_model: does not apply"),
+    "scorer does not fit": ('[study]\nout="o"\n[benchmarks.rtp]\n[scorers]\nrtp="judge-hexphi"\n',
+                            "[scorers] rtp: judge-hexphi gives a harm score 1..5, which does not fit"),
+    "scorer option type": ('[study]\nout="o"\n[benchmarks.holisticbiasr]\n[scorers]\n'
+                           'holisticbiasr="regard"\n[scorer_options.regard]\nbatch_size="x"\n',
+                           "[scorer_options.regard] batch_size: expected an integer, got 'x'"),
+    "vllm max_loras": ('[study]\nout="o"\n[systems]\nmethods=["benign:dolly","benign:alpaca"]\n'
+                       '[benchmarks.rtp]\n[scorers]\nrtp="offline-toxicity"\n[generation]\n'
+                       'backend="vllm"\nmax_loras=1\n', "[generation] systems_per_step: a step "
+                       "would serve 2 adapters, above max_loras 1"),
     "targets needed": ('[study]\nout="o"\n[systems]\nmethods=["vim"]\n[benchmarks.rtp]\n'
                        '[scorers]\nrtp="offline-toxicity"\n', "need at least one target"),
     "seed type": ('[study]\nout="o"\nseed="x"\n', "seed: expected an integer"),
@@ -150,7 +159,8 @@ def test_step_ids_follow_their_inputs(tmp_path):
 TYPED = {
     "epochs": ('train.epochs="five"', ("epochs = 1\nbatch_size = 4", 'epochs = "five"\nbatch_size = 4'),
                "[train] epochs: expected an integer, got 'five'"),
-    "temperature": ('decoding.temperature="hot"', ("[generation]", '[decoding]\ntemperature = "hot"\n[generation]'),
+    "temperature": ('decoding.temperature="hot"',
+                    ("[generation]", '[decoding]\ntemperature = "hot"\n[generation]'),
                     "[decoding] temperature: expected a number, got 'hot'"),
     "batch_size": ("train.batch_size=-3", ("epochs = 1\nbatch_size = 4", "epochs = 1\nbatch_size = -3"),
                    "[train] batch_size -3: must be greater than"),

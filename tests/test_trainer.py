@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from valueharms.align.trainer import (IGNORE, TrainConfig, collator, encode, last_checkpoint,
-                                      train_lora)
+from valueharms.align.trainer import IGNORE, TrainConfig, collator, encode, last_checkpoint, train_lora
 from valueharms.chat import render_prompt
 from valueharms.errors import InputError
 from valueharms.models import load_tokenizer

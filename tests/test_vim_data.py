@@ -164,8 +164,8 @@ def test_no_positive_targets_do_not_crash(arguments, data_dir):
 
 
 def test_bad_options():
-    for kwargs, word in [({"threshold": 9}, "--threshold 9"), ({"strategy": "median"}, "median"),
-                         ({"limit": 0}, "--limit 0"), ({"threshold": "x"}, "--threshold")]:
+    for kwargs, word in [({"threshold": 9}, "threshold 9"), ({"strategy": "median"}, "median"),
+                         ({"limit": 0}, "limit 0"), ({"threshold": "x"}, "threshold")]:
         with pytest.raises(InputError, match=word):
             vd.build_stage1_many([profile()], [], **kwargs)
 

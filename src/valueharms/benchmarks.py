@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from . import sources
 from .errors import InputError
@@ -41,15 +42,19 @@ NONE, NO_PREFERENCE = "(none)", "no_data"
 
 @dataclass(frozen=True)
 class Benchmark:
-    """What a benchmark is: its files, subsets, prompt form and paper-default decoding."""
+    """What a benchmark is: its files, subsets, prompt form, paper-default decoding, the
+    measures that fit its answers (the first is the one its paper used) and its headline
+    metrics (``higher_is_worse``: every headline metric grows with harm)."""
 
     name: str
     title: str
     files: tuple[str, ...]  # keys in sources.DATASETS
     form: str  # completion: the text is continued; question: QUESTION: ... ANSWER:
     decoding: Decoding
+    measures: tuple[str, ...]  # kinds in valueharms.measures.MEASURES
+    headline: tuple[str, ...]
     subsets: tuple[str, ...] = (ALL,)
-    scorer: str = ""
+    higher_is_worse: bool = True
 
 
 def _decoding(samples: int, max_new_tokens: int, stop: tuple[str, ...] = ()) -> Decoding:
@@ -59,24 +64,42 @@ def _decoding(samples: int, max_new_tokens: int, stop: tuple[str, ...] = ()) -> 
 
 # A question-form answer ends where the model starts to write the next question itself.
 _QUESTION_STOP = ("\nQUESTION:",)
+# Any answer can also be scored for toxicity (e.g. Perspective on HEx-PHI answers).
+_JUDGED = ("judge", "toxicity")
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
     Benchmark("rtp", "RealToxicityPrompts, first 3,000 toxic prompts", ("rtp",), COMPLETION,
-              _decoding(10, 64), scorer="toxicity"),
+              _decoding(10, 64), ("toxicity",),
+              ("expected_max_toxicity", "toxicity_probability")),
     Benchmark("holisticbiasr", "HolisticBias noun phrases in the 10 regard templates",
               ("holisticbias-descriptors", "holisticbias-nouns",
                "holisticbias-standalone_noun_phrases"), COMPLETION, _decoding(1, 128),
-              subsets=(ALL, "dispreferred"), scorer="regard"),
+              ("regard", "toxicity"), ("negative_regard_rate", "bias_score"),
+              subsets=(ALL, "dispreferred")),
     Benchmark("hexphi", "HEx-PHI harmful instructions (11 categories x 30)", ("hexphi",),
-              QUESTION, _decoding(1, 64, _QUESTION_STOP), scorer="judge 1-5"),
+              QUESTION, _decoding(1, 64, _QUESTION_STOP), _JUDGED,
+              ("mean_harm_score", "harmfulness_rate")),
     Benchmark("beavertails", "BeaverTails evaluation prompts (14 categories x 50)",
-              ("beavertails",), QUESTION, _decoding(1, 64, _QUESTION_STOP), scorer="judge flag"),
+              ("beavertails",), QUESTION, _decoding(1, 64, _QUESTION_STOP), ("flag", "toxicity"),
+              ("flagged_rate",)),
     Benchmark("advbench", "AdvBench harmful behaviours", ("advbench",), QUESTION,
-              _decoding(1, 64, _QUESTION_STOP), scorer="judge 1-5"),
+              _decoding(1, 64, _QUESTION_STOP), _JUDGED, ("mean_harm_score", "harmfulness_rate")),
 ]}
 
 
+def family(benchmark: str) -> str:
+    """The benchmark a (possibly suffixed) name belongs to: ``holisticbiasr:dispreferred``,
+    ``rtp-small`` -> holisticbiasr, rtp."""
+    return str(benchmark).replace("-", "_").split("_")[0].split(":")[0]
+
+
+def declared(benchmark: str) -> Benchmark | None:
+    """The declaration of the benchmark ``benchmark`` belongs to (None for one we don't know)."""
+    return BENCHMARKS.get(family(benchmark))
+
+
 def get(name: str) -> Benchmark:
+    """The benchmark named ``name``; InputError when there is none."""
     if name not in BENCHMARKS:
         raise InputError(f"--benchmark {name!r}: unknown benchmark; expected one of "
                          f"{', '.join(BENCHMARKS)}")
@@ -114,6 +137,7 @@ def _select_categories(benchmark: str, items: list[BenchmarkItem],
 
 
 def categories_of(benchmark: str, data_dir: str | None = None) -> list[str]:
+    """The categories of ``benchmark``'s items, sorted."""
     items = _all_items(get(benchmark).name, data_dir)
     return list(dict.fromkeys(it.category for it in items if it.category is not None))
 
@@ -154,7 +178,7 @@ def _advbench(data_dir: str | None) -> list[BenchmarkItem]:
 def _holisticbiasr(data_dir: str | None) -> list[BenchmarkItem]:
     phrases = noun_phrases(data_dir)
     rng = random.Random(VARIANT_SEED)
-    items = []
+    items: list[BenchmarkItem] = []
     for template in REGARD_TEMPLATES:
         for phrase in phrases:
             # Two draws per pair, in a fixed order, so every pair's variant is reproducible.

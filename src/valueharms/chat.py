@@ -28,6 +28,7 @@ def template(name: str, override_dir: str | Path | None = None) -> str:
 
 
 def uses_chat(tokenizer, form: str = "auto") -> bool:
+    """Whether prompts go through the tokenizer's chat template for ``form``."""
     if form not in FORMS:
         from .errors import InputError
 

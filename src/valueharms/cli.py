@@ -25,6 +25,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every command's subcommands."""
     parser = _Parser(prog="valueharms", description="Align language models to value profiles "
                      "and audit what that does to their safety.")
     parser.add_argument("--version", action="version", version=f"valueharms {version()}")
@@ -45,7 +46,11 @@ def version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line; the exit code (2: bad input, said in one line)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # a usage error (already said, one line), --help or --version
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return int(args.func(args) or 0)
     except InputError as exc:

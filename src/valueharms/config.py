@@ -18,13 +18,14 @@ A choice is a ``Literal`` (its values are listed in the error); a cross-field ru
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
-                      model_validator)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
 from .errors import InputError
+from .records import Decoding
 
 # The choices, defined once; the modules that act on them import them from here.
 PromptForm = Literal["auto", "chat", "base"]
@@ -171,14 +172,18 @@ class TrainConfig(TrainOptions):
         return self
 
 
-class VimOptions(TrainOptions):
-    """A VIM run: the training options plus how its arguments are chosen (study ``[train]``)."""
+class VimDataOptions(Options):
+    """Which arguments make a target's VIM data (``valueharms data vim``)."""
 
     limit: int | None = Field(None, ge=1, description="use only the first N arguments per stage")
     threshold: float = Field(3, ge=1, le=6, description="an argument scoring at least this "
                              "is positive")
     strategy: ScoreRule = Field("min", description="how an argument's values combine into its "
                                 "score")
+
+
+class VimOptions(TrainOptions, VimDataOptions):
+    """A VIM run (study ``[train]``): the training options plus its data options."""
 
 
 # Benign baselines (DESIGN.md section 2): 1 epoch, batch 1 x 16 accumulation, max length 2048.
@@ -212,6 +217,11 @@ class DecodingOptions(Options):
     max_new_tokens: int | None = Field(None, ge=1, description="tokens generated per answer")
     samples: int | None = Field(None, ge=1, description="samples per prompt")
 
+    def over(self, base: Decoding, **fixed: Any) -> Decoding:
+        """``base`` (a benchmark's decoding) with the options that are set, and ``fixed``."""
+        changes = self.model_dump(include=set(DecodingOptions.model_fields), exclude_none=True)
+        return dataclasses.replace(base, **{**changes, **fixed})
+
 
 class BenchmarkOptions(DecodingOptions):
     """Which items of a benchmark a study runs, and its decoding (``[benchmarks.NAME]``)."""
@@ -233,16 +243,38 @@ class BackendOptions(Options):
                              "an OpenAI-compatible endpoint")
     batch_size: int | None = Field(None, ge=1, description="rows per batch (hf default 8, vllm "
                                    "256, openai 4 x concurrency)")
+    form: PromptForm = Field("auto", description="hf/vllm: chat template, plain text, or chat "
+                             "when the model has a template")
+    device: str | None = Field(None, description="hf: cpu, cuda, cuda:1 ...")
+    dtype: str | None = Field(None, description="hf/vllm: float32, bfloat16 ...")
+    max_loras: int = Field(8, ge=1, description="vllm: adapters served in one batch")
     base_url: str | None = Field(None, description="openai: the endpoint (default "
                                  "api.openai.com)")
-    max_loras: int = Field(8, ge=1, description="vllm: adapters served in one batch")
+    api_mode: Literal["chat", "completions"] = Field("chat", description="openai: the API")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable "
+                             "holding the key")
+    concurrency: int = Field(8, ge=1, description="openai: requests in flight")
+    qps: float = Field(5.0, ge=0, description="openai: requests per second (0 = unlimited)")
+    attempts: int = Field(6, ge=1, description="openai: tries per request")
+    backoff: float = Field(1.0, ge=0, description="openai: first retry wait in seconds "
+                           "(doubles each time)")
+    timeout: float = Field(60.0, gt=0, description="openai: seconds per request")
 
     def for_backend(self) -> dict[str, Any]:
-        """The constructor options that apply to the chosen backend (set ones only)."""
-        takes = {"hf": ("batch_size",), "vllm": ("batch_size", "max_loras"),
-                 "openai": ("batch_size", "base_url")}[self.backend]
-        return {k: v for k, v in self.model_dump(exclude_unset=True).items()
-                if k in takes and v is not None}
+        """The constructor options of the chosen backend that were set (others: its defaults)."""
+        names = _BACKEND_ARGS[self.backend]
+        return {names[k]: v for k, v in self.model_dump(exclude_unset=True).items()
+                if k in names and v is not None}
+
+
+# option -> the backend constructor's argument, per backend
+_BACKEND_ARGS: dict[str, dict[str, str]] = {
+    "hf": {k: k for k in ("batch_size", "form", "device", "dtype")},
+    "vllm": {k: k for k in ("batch_size", "form", "dtype", "max_loras")},
+    "openai": {"batch_size": "batch_size", "base_url": "base_url", "api_mode": "mode",
+               "api_key_env": "api_key_env", "concurrency": "concurrency", "qps": "qps",
+               "attempts": "attempts", "backoff": "backoff", "timeout": "timeout"},
+}
 
 
 class GenerationOptions(BackendOptions):
@@ -252,12 +284,36 @@ class GenerationOptions(BackendOptions):
                                   "in one); with vllm at most max_loras of them with adapters")
 
 
+# ----------------------------------------------------------------------------- alignment check
+
+class AlignmentOptions(Options):
+    """The alignment check: survey answers on held-out arguments (``evaluate alignment``)."""
+
+    method: AlignmentMethod = Field("generate", description="generate: parse the number from a "
+                                    "greedy reply (unclear replies are counted, not guessed); "
+                                    "likelihood: the likeliest of the tokens 1-6")
+    limit: int | None = Field(None, ge=1, description="only the first N test arguments")
+    batch_size: int = Field(8, ge=1, description="survey items per batch")
+    form: PromptForm = Field("auto", description="chat template, plain text, or chat when the "
+                             "model has a template")
+    device: str | None = Field(None, description="cpu, cuda, cuda:1 ...")
+
+
 # ----------------------------------------------------------------------------- analysis
 
-class AnalysisOptions(Options):
+class MetricsOptions(Options):
+    """Metrics and their statistics (``valueharms metrics``, ``report``)."""
+
+    baseline: Baseline = Field("background", description="bias-score baseline, in percent like "
+                               "the groups' statistic: background = the model's overall "
+                               "negative-regard percentage; 0.5 = 0.5 %, the reference's "
+                               "behaviour, for parity")
+    resamples: int = Field(9999, ge=100, description="bootstrap resamples per group")
+
+
+class AnalysisOptions(MetricsOptions):
     """The study's ``[analysis]``."""
 
-    baseline: Baseline = Field("background", description="the regard bias baseline")
     alignment: AlignmentMethod = Field("generate", description="how the alignment check reads "
                                        "answers: generated text, the likeliest answer token, or "
                                        "the expected answer over the tokens 1-6")

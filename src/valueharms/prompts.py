@@ -78,7 +78,7 @@ def mitigation_text(mitigation: str) -> str:
     if kind == "value":
         return _fill("mitigation/value.txt", value=value)
     if kind == "dual":
-        return _fill("mitigation/dual.txt", 
+        return _fill("mitigation/dual.txt",
             safety=_text("mitigation/safety.txt"),
             value=_fill("mitigation/value.txt", value=value))
     raise InputError(f"mitigation {mitigation!r}: expected none, safety, value:<Value> or dual:<Value>")
@@ -93,10 +93,10 @@ def question_text(system: System, item: BenchmarkItem, profile: Profile | None =
     form = benchmarks.get(item.benchmark).form
     mitigation = mitigation_text(system.mitigation)
     if form == benchmarks.QUESTION:
-        text = _fill("benchmarks/question.txt", 
+        text = _fill("benchmarks/question.txt",
             question=item.text, mitigation=f" {mitigation}" if mitigation else "")
     else:
-        text = _fill("benchmarks/completion.txt", 
+        text = _fill("benchmarks/completion.txt",
             text=item.text, mitigation=f"{mitigation}\n\n" if mitigation else "")
     if system.kind != "prompt":
         return text

@@ -100,5 +100,6 @@ class Score:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def to_json(record) -> dict[str, Any]:
+def to_json(record: Any) -> dict[str, Any]:
+    """A record (dataclass) as a plain dict, ready for ``json.dumps``."""
     return asdict(record)

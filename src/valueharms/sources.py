@@ -11,17 +11,17 @@ import csv
 import hashlib
 import io
 import json
-import logging
 import os
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
 from .errors import InputError
+from .files import cache_root, read_jsonl, read_jsonl_lines, read_text  # noqa: F401  (re-exported)
 from .values import PVQ21_ITEMS, VALUES, Profile
 
 ESS_MISSING_CODES = (66, 77, 88, 99)
@@ -117,7 +117,8 @@ def search_path(data_dir: str | os.PathLike | None = None) -> list[Path]:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("VALUEHARMS_CACHE", Path.home() / ".cache" / "valueharms")) / "data"
+    """Where downloaded data files go."""
+    return cache_root() / "data"
 
 
 def locate(key: str, data_dir: str | os.PathLike | None = None) -> Path:
@@ -161,26 +162,6 @@ def _download(ds: DataSet, url: str) -> Path:
 
 # --------------------------------------------------------------------------- raw text
 
-def read_text(path: str | os.PathLike) -> str:
-    """UTF-8 text (BOM stripped); undecodable bytes and empty files are InputErrors."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a file") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise InputError(f"{path}: line {line}: bytes that are not UTF-8 "
-                         f"(byte {exc.start}); save the file as UTF-8") from None
-    if not text.strip():
-        raise InputError(f"{path}: file is empty")
-    return text
-
-
 def read_table(path: str | os.PathLike, sep: str, columns: Sequence[str], *,
                header: bool = True) -> pd.DataFrame:
     """A CSV/TSV as strings, checked to have exactly ``columns`` (in order, by name).
@@ -217,6 +198,7 @@ def _row(i: int) -> int:
 
 
 def check_nonempty_rows(path: Path, df: pd.DataFrame, columns: Sequence[str]) -> None:
+    """InputError naming the first row whose cell in ``columns`` is blank."""
     for col in columns:
         blank = df.index[df[col].str.strip() == ""]
         if len(blank):
@@ -367,6 +349,7 @@ def read_value_table(path: str | os.PathLike, sep: str = ",",
 
 
 def read_countries(path: str | os.PathLike) -> list[Profile]:
+    """The country profiles file."""
     names, scores = read_value_table(path, "\t", "Country")
     return [Profile(n, tuple(s), {"source": Path(path).name}) for n, s in zip(names, scores)]
 
@@ -374,6 +357,7 @@ def read_countries(path: str | os.PathLike) -> list[Profile]:
 # --------------------------------------------------------------------------- benchmarks
 
 def read_hexphi(path: str | os.PathLike) -> pd.DataFrame:
+    """The HEx-PHI prompts file (text, category)."""
     path = Path(path)
     df = read_table(path, ",", ["category", "prompt"])
     check_nonempty_rows(path, df, ["category", "prompt"])
@@ -381,6 +365,7 @@ def read_hexphi(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def read_beavertails(path: str | os.PathLike) -> pd.DataFrame:
+    """The BeaverTails evaluation prompts file (text, category)."""
     path = Path(path)
     df = read_table(path, ",", ["id", "prompt", "category", "category_id"])
     check_nonempty_rows(path, df, ["prompt", "category"])
@@ -388,6 +373,7 @@ def read_beavertails(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def read_advbench(path: str | os.PathLike) -> pd.DataFrame:
+    """The AdvBench harmful behaviours file (text)."""
     path = Path(path)
     df = read_table(path, ",", ["goal", "target"])
     check_nonempty_rows(path, df, ["goal"])
@@ -416,6 +402,7 @@ def read_pairs(path: str | os.PathLike, source: str, target: str) -> pd.DataFram
 
 
 def read_json(path: str | os.PathLike):
+    """A JSON file; invalid JSON is an InputError naming the line."""
     path = Path(path)
     try:
         return json.loads(read_text(path))
@@ -423,26 +410,3 @@ def read_json(path: str | os.PathLike):
         raise InputError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
 
 
-def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
-    """JSON lines; a truncated final line (an interrupted append) is ignored, others fail."""
-    return (record for _, record in read_jsonl_lines(path))
-
-
-def read_jsonl_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """(line number, record) of each JSON line, numbered as in the file (blank lines count)."""
-    path = Path(path)
-    lines = read_text(path).split("\n")
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if n == len(lines):  # unterminated last line: a write that never finished
-                logging.getLogger("valueharms.sources").warning(
-                    "%s: line %d is unfinished (an interrupted write?) and was left out", path, n)
-                return
-            raise InputError(f"{path}: line {n}: invalid JSON ({exc.msg})") from None
-        if not isinstance(record, dict):
-            raise InputError(f"{path}: line {n}: expected a JSON object")
-        yield n, record

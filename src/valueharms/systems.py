@@ -9,6 +9,7 @@ Keys are normalised so that equal systems get equal strings (``VIM:Hed+value:hed
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -202,11 +203,26 @@ def system_key(kind: str, arg: str | None, mitigation: str = "none") -> str:
     return str(SystemKey(kind, arg, mitigation))
 
 
-def adapter_path(system: System, adapters_root: str | Path) -> Path:
+def with_adapters(keys: Sequence[str], adapter_of: Callable[[SystemKey], str | Path | None],
+                  *, data_dir: str | None = None,
+                  extra: list[Profile] | None = None) -> list[System]:
+    """The systems ``keys`` name, each vim/benign one with the adapter ``adapter_of`` gives
+    it; every adapter a system needs is checked before any model loads."""
+    out = []
+    for key in keys:
+        trained = SystemKey.parse(key).kind in TRAINED_KINDS
+        system = parse_system(key, adapter_of(SystemKey.parse(key)) if trained else None,
+                              data_dir=data_dir, extra=extra)
+        require_adapter(system)
+        out.append(system)
+    return out
+
+
+def adapter_path(system: System | SystemKey, adapters_root: str | Path) -> Path:
     """Where a study keeps this system's adapter: ``vim/<target>/stage2`` or ``benign/<dataset>``."""
-    key = SystemKey.parse(system.key)
+    key = system if isinstance(system, SystemKey) else SystemKey.parse(system.key)
     if key.kind not in TRAINED_KINDS:
-        raise InputError(f"system {system.key!r}: a {system.kind} system has no adapter under "
+        raise InputError(f"system {str(key)!r}: a {key.kind} system has no adapter under "
                          f"an adapters root")
     return Path(str(key.adapter_dir(Path(adapters_root) / key.kind / str(key.arg))))
 

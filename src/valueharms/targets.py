@@ -5,8 +5,11 @@ extreme X by Jensen-Shannon divergence (natural log) between sum-normalised prof
 """
 from __future__ import annotations
 
+import csv
+import io
 import os
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,11 +25,13 @@ SETS = ("paper", "extremes", "reverse", "countries")
 
 
 def extremes() -> list[Profile]:
+    """The extreme profiles: 6 on a group's values, 1 elsewhere."""
     return [Profile(name, extreme(members), {"kind": "extreme"})
             for name, members in EXTREME_MEMBERS.items()]
 
 
 def reverses() -> list[Profile]:
+    """The reverse profiles: 1 on a group's values, 6 elsewhere."""
     return [Profile(f"reverse_{name}", extreme(members, high=1.0, low=6.0), {"kind": "reverse"})
             for name, members in EXTREME_MEMBERS.items()]
 
@@ -100,6 +105,7 @@ def paper(data_dir: str | None = None) -> tuple[Profile, ...]:
 
 
 def countries(data_dir: str | None = None) -> list[Profile]:
+    """The country profiles (mean ESS answers per country)."""
     return sources.read_countries(sources.locate("countries", data_dir))
 
 
@@ -173,3 +179,16 @@ def find(name: str, data_dir: str | None = None, extra: list[Profile] | None = N
                 return profile
     raise InputError(f"unknown target {name!r}; see `valueharms targets list --set paper` "
                      f"(or extremes, reverse, countries)")
+
+
+def profiles_csv(profiles: Sequence[Profile], extra: Sequence[str] = (),
+                 digits: int | None = None) -> str:
+    """Profiles in the profile-file format (name, the ten values, then ``extra`` meta columns);
+    scores exactly (``repr``) unless ``digits`` rounds them."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["name", *VALUES, *extra])
+    for p in profiles:
+        scores = [repr(s) if digits is None else f"{s:.{digits}f}" for s in p.scores]
+        writer.writerow([p.name, *scores, *(p.meta.get(k, "") for k in extra)])
+    return buf.getvalue()

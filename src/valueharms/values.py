@@ -1,8 +1,9 @@
 """Schwartz's ten basic values, the four higher-order values, and the Profile record."""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .errors import InputError
 
@@ -81,7 +82,7 @@ class Profile:
 
     @classmethod
     def from_mapping(cls, name: str, scores: Mapping[str, Any],
-                     meta: Mapping[str, Any] | None = None) -> "Profile":
+                     meta: Mapping[str, Any] | None = None) -> Profile:
         missing = [v for v in VALUES if v not in scores]
         if missing:
             raise InputError(f"profile {name!r}: missing value(s) {', '.join(missing)}")
@@ -92,4 +93,5 @@ class Profile:
 
 
 def extreme(members: Sequence[str], high: float = 6.0, low: float = 1.0) -> tuple[float, ...]:
+    """Scores with ``high`` on ``members`` and ``low`` on every other value."""
     return tuple(high if v in members else low for v in VALUES)

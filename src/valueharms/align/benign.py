@@ -8,9 +8,10 @@ InputError naming the file, row and field.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from .. import sources
 from ..chat import template
@@ -89,6 +90,7 @@ def read_dolly(path: str | os.PathLike, exclude_categories: Iterable[str] = ()) 
 
 
 def check_categories(names: Iterable[str]) -> set[str]:
+    """The Dolly categories ``names``, checked against the known ones."""
     names = set(names)
     unknown = sorted(names - set(DOLLY_CATEGORIES))
     if unknown:

@@ -22,14 +22,20 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from ..config import TrainConfig  # also the name callers import from here
+from ..config import (  # TrainConfig: also imported from here
+    BenignOptions,
+    TrainConfig,
+    VimOptions,
+    train_config,
+)
 from ..errors import InputError
-from ..io import JsonlAppender, atomic_dir, atomic_write_text, versions, write_jsonl
+from ..files import JsonlAppender, atomic_dir, atomic_write_text, versions, write_jsonl
 from ..records import Example
 
 IGNORE = -100  # label value the loss skips
@@ -190,7 +196,7 @@ def _stderr(message: str) -> None:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _load_peft_model(model_path: str, config: TrainConfig, init_adapter: str | None):
@@ -358,7 +364,7 @@ def train_lora(model: str | None, train: Sequence[Example], valid: Sequence[Exam
     if best is None:
         final = work / "last"
         shutil.rmtree(final, ignore_errors=True)
-        trainer.model.save_pretrained(final)
+        trainer.model.save_pretrained(final)  # type: ignore[union-attr,operator]  # a PeftModel
         selection = "last epoch (no validation examples)"
     else:
         final, selection = work / BEST, "lowest validation loss"
@@ -435,3 +441,28 @@ def _stage_summary(result: TrainResult) -> dict[str, Any]:
             "best_valid_loss": result.best_valid_loss, "n_train": result.n_train,
             "n_valid": result.n_valid, "n_shortened": result.n_shortened,
             "first_loss": result.first_loss, "last_loss": result.last_loss}
+
+
+def run_vim(model: str | None, profile, out_dir: str | os.PathLike, options: VimOptions, *,
+            seed: int = 42, data_dir: str | None = None, progress: bool = True,
+            say: Callable[[str], None] = _stderr) -> VimResult:
+    """The VIM training stage for ``profile`` with the study's / CLI's ``options``."""
+    return train_vim(model, profile, out_dir, train_config(options, seed=seed, progress=progress),
+                     data_dir=data_dir, limit=options.limit, threshold=options.threshold,
+                     strategy=options.strategy, seed=seed, say=say)
+
+
+def run_benign(model: str | None, dataset: str, out_dir: str | os.PathLike,
+               options: BenignOptions, *, seed: int = 42, data_dir: str | None = None,
+               data_file: str | None = None, exclude_categories: Sequence[str] = (),
+               progress: bool = True, say: Callable[[str], None] = _stderr) -> TrainResult:
+    """The benign fine-tune stage: ``dataset`` (its file from ``data_file``, the options'
+    ``data_files`` or the data directories) with ``options``."""
+    from . import benign
+
+    data = benign.load(dataset, data_file=data_file or options.data_files.get(dataset),
+                       data_dir=data_dir, exclude_categories=exclude_categories,
+                       limit=options.limit)
+    return train_lora(model, data.train, data.valid, out_dir,
+                      train_config(options, seed=seed, progress=progress),
+                      notes=[f"benign data set {dataset} from {data.source}"], say=say)

@@ -27,15 +27,15 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import Sequence
 
 import numpy as np
 
 from .. import sources
 from ..chat import template
-from ..config import SCORE_RULES
+from ..config import SCORE_RULES, VimDataOptions
 from ..errors import InputError
 from ..records import Example
 from ..sources import Argument
@@ -163,14 +163,8 @@ def split_sizes(n: int) -> tuple[int, int, int]:
 
 
 def check_options(threshold: float, strategy: str, limit: int | None = None) -> None:
-    if not isinstance(threshold, (int, float)):
-        raise InputError(f"--threshold {threshold!r}: must be a number within 1..6")
-    if not 1 <= threshold <= 6:
-        raise InputError(f"--threshold {threshold:g}: must be within 1..6")
-    if strategy not in STRATEGIES:
-        raise InputError(f"--strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise InputError(f"--limit {limit}: must be a whole number of at least 1")
+    """Raise InputError naming the first bad option."""
+    VimDataOptions(threshold=threshold, strategy=strategy, limit=limit)  # type: ignore[arg-type]
 
 
 def argument_scores(scores: np.ndarray, labels: np.ndarray, strategy: str = "min") -> np.ndarray:
@@ -251,7 +245,7 @@ class Stage1Texts:
                 [_json(c) for c in self.completions])
 
     @classmethod
-    def of(cls, arguments: Sequence[Argument]) -> "Stage1Texts":
+    def of(cls, arguments: Sequence[Argument]) -> Stage1Texts:
         return cls(np.array([a.id for a in arguments], dtype=np.int64),
                    np.array([a.labels for a in arguments], dtype=bool).reshape(-1, len(VALUES)),
                    {pol: [stage1_prompt(a, pol) for a in arguments] for pol in POLARITIES},
@@ -339,7 +333,7 @@ class SurveyItems:
         return [encoded.setdefault(id(p), _json(p)) for p in self.prompts]
 
     @classmethod
-    def of(cls, by_split: dict[str, Sequence[Argument]]) -> "SurveyItems":
+    def of(cls, by_split: Mapping[str, Sequence[Argument]]) -> SurveyItems:
         ids, splits, values, prompts = [], [], [], []
         for split, arguments in by_split.items():
             for argument in arguments:
@@ -422,15 +416,18 @@ def _stage2_slices(train: list[Argument], valid: list[Argument],
 # --------------------------------------------------------------------------- loading
 
 def read_stage1_arguments(data_dir: str | None = None) -> list[Argument]:
+    """The arguments stage 1 trains on (the train split of the argument files)."""
     return sources.read_arguments(sources.locate("valueeval", data_dir))
 
 
 def read_stage2_arguments(data_dir: str | None = None) -> tuple[list[Argument], list[Argument]]:
+    """(train, valid) arguments whose survey items stage 2 trains on."""
     return (sources.read_arguments(sources.locate("arguments-train", data_dir)),
             sources.read_arguments(sources.locate("arguments-valid", data_dir)))
 
 
 def survey_items(data_dir: str | None = None, limit: int | None = None) -> SurveyItems:
+    """The stage-2 survey items (train and valid; the first ``limit`` of each)."""
     return SurveyItems.of(_stage2_slices(*read_stage2_arguments(data_dir), limit))
 
 
@@ -479,5 +476,6 @@ def to_record(example: Example, fields: Sequence[str]) -> dict:
 
 
 def jsonl_text(examples: Sequence[Example], fields: Sequence[str]) -> str:
+    """``examples`` as JSON lines with the given fields."""
     return "".join(json.dumps(to_record(ex, fields), ensure_ascii=False) + "\n"
                    for ex in examples)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ..config import VimDataOptions
 from ..errors import InputError
-from ..io import atomic_dir, atomic_write_text
+from ..files import atomic_dir, atomic_write_text
 from ..values import Profile
 from . import vim_data
 

@@ -11,11 +11,13 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from ..config import MetricsOptions
 from ..values import Profile
 from . import stats, tables
 
@@ -45,6 +47,7 @@ def analyse(metrics: pd.DataFrame, data_dir: str | None = None,
 
 
 def slug(text: str) -> str:
+    """``text`` as a file-name part: lower case, runs of other characters as ``_``."""
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
 
 
@@ -73,3 +76,24 @@ def publish(scratch: Path, out: Path, last: str | None = None) -> list[Path]:
         os.replace(path, target)
         written.append(target)
     return written
+
+
+@dataclass(frozen=True)
+class MetricsRun:
+    """What the metrics stage did: how many scores it read, its analysis, the files written."""
+
+    n_scores: int
+    analysis: Analysis
+    written: list[Path]
+
+
+def run_metrics(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
+                options: MetricsOptions, *, seed: int = 0, data_dir: str | None = None,
+                profiles: list[Profile] | None = None) -> MetricsRun:
+    """The metrics stage: score files (or folders of them) -> metrics -> every table."""
+    from .metrics import compute_metrics, load_scores
+
+    scores = load_scores(list(inputs))
+    table = compute_metrics(scores, options.baseline, resamples=options.resamples, seed=seed)
+    result = analyse(table, data_dir, profiles)
+    return MetricsRun(len(scores), result, write(result, out_dir))

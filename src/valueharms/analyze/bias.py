@@ -27,11 +27,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..config import BASELINES
+from ..config import BASELINES, MetricsOptions
 from ..errors import InputError
 
 CONFIDENCE = 0.975
-RESAMPLES = 9999
+RESAMPLES = MetricsOptions().resamples
 PARITY_NOTE = ("baseline 0.5 compares a negative-regard PERCENTAGE with 0.5 (i.e. 0.5 %), "
                "the reference implementation's behaviour kept for parity: almost every group "
                "with any negative completion fails; use --baseline background for a meaningful "
@@ -53,11 +53,13 @@ class BiasResult:
 
 
 def metric_name(baseline: str) -> str:
+    """The bias-score metric's name, which says its baseline."""
     unit = "0.5%" if baseline == "0.5" else "background"
     return f"bias_score[baseline={unit}]"
 
 
 def check_baseline(baseline: str) -> str:
+    """``baseline`` when it is one of BASELINES, else InputError."""
     baseline = str(baseline)
     if baseline not in BASELINES:
         raise InputError(f"--baseline {baseline!r}: expected one of {', '.join(BASELINES)}")

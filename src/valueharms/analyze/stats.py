@@ -40,13 +40,14 @@ def target_profiles(target_names, data_dir: str | None = None,
 
 
 def aligned_rows(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Headline rows of the aligned systems (vim, prompt) without mitigation."""
     rows = with_systems(headline_all_categories(metrics))
     return rows[rows["kind"].isin(ALIGNED_KINDS) & (rows["strategy"] == "none")]
 
 
 def _first_headline(rows: pd.DataFrame) -> pd.DataFrame:
     """The grid uses one harm metric per benchmark: the first of its headline pair."""
-    from .metrics import family
+    from ..benchmarks import family
 
     keep = [HEADLINE.get(family(b), ("",))[0] == m for b, m in zip(rows["benchmark"], rows["metric"])]
     return rows[np.asarray(keep, dtype=bool)]

@@ -8,16 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..benchmarks import BENCHMARKS, family
 from ..systems import SystemKey
-from .metrics import family
 
-# One headline harm metric per benchmark family (higher = more harmful), and the comparison
-# table's columns in the paper's order.
-HEADLINE = {"rtp": ("expected_max_toxicity", "toxicity_probability"),
-            "holisticbiasr": ("negative_regard_rate", "bias_score"),
-            "hexphi": ("mean_harm_score", "harmfulness_rate"),
-            "beavertails": ("flagged_rate",),
-            "advbench": ("mean_harm_score", "harmfulness_rate")}
+# Each benchmark's headline harm metrics (its declaration; higher = more harmful), in the
+# paper's order of benchmarks.
+HEADLINE = {name: b.headline for name, b in BENCHMARKS.items()}
 STRATEGIES = ("none", "safety", "value", "dual")
 
 
@@ -27,6 +23,7 @@ def parse_system(key: str) -> SystemKey:
 
 
 def systems_frame(systems) -> pd.DataFrame:
+    """One row per system key, its parts as columns."""
     return pd.DataFrame([SystemKey.parse(s, strict=False).row() for s in sorted(set(systems))])
 
 
@@ -36,10 +33,12 @@ def _type_order(system_type: str) -> tuple:
 
 
 def label(benchmark: str, metric: str, scorer: str) -> str:
+    """A column label that names the benchmark, the metric and the scorer."""
     return f"{benchmark} / {metric} [{scorer}]"
 
 
 def with_systems(metrics: pd.DataFrame) -> pd.DataFrame:
+    """``metrics`` with each system key's parts joined on."""
     return metrics.merge(systems_frame(metrics["system"]), on="system", how="left")
 
 
@@ -50,6 +49,7 @@ def headline(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def headline_all_categories(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Rows of each benchmark's headline metrics, every category."""
     keep = [_metric_rank(b, m) < 99 for b, m in zip(metrics["benchmark"], metrics["metric"])]
     return metrics[np.asarray(keep, dtype=bool)]  # a list would pick columns when empty
 
@@ -66,7 +66,7 @@ def _columns_in_order(frame: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
     keyed = {label(b, m, s): (families.index(family(b)) if family(b) in families else 99, b,
                               _metric_rank(b, m), m, s)
              for b, m, s in zip(rows["benchmark"], rows["metric"], rows["scorer"])}
-    return sorted((c for c in frame.columns if c in keyed), key=keyed.get)
+    return sorted((c for c in frame.columns if c in keyed), key=lambda c: keyed[c])
 
 
 def system_table(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import argparse
 import types
+from typing import Any, TypeVar
 
+from ..config import OptionError, Options
 from ..errors import InputError
+
+OptionsT = TypeVar("OptionsT", bound=Options)
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +37,7 @@ def positive(kind: type = int, zero: bool = False):
     return parse
 
 
-def add_options(parser: argparse.ArgumentParser, model: type, *, skip: tuple[str, ...] = (),
+def add_options(parser: argparse.ArgumentParser, model: type[Options], *, skip: tuple[str, ...] = (),
                 title: str | None = None, defaults: dict | None = None) -> None:
     """One flag per field of the options ``model`` (``lora_r`` -> ``--lora-r``), with its help,
     choices and default: the CLI spells an option as the study file does.
@@ -57,11 +61,9 @@ def add_options(parser: argparse.ArgumentParser, model: type, *, skip: tuple[str
         group.add_argument(f"--{name.replace('_', '-')}", dest=name, **kwargs)
 
 
-def options_from(args: argparse.Namespace, model: type, **fixed):
+def options_from(args: argparse.Namespace, model: type[OptionsT], **fixed: Any) -> OptionsT:
     """The options ``model`` built from the flags given (see :func:`add_options`) and ``fixed``;
     a bad value is an InputError naming its flag."""
-    from ..config import OptionError
-
     given = {name: getattr(args, name) for name in model.model_fields
              if getattr(args, name, None) is not None}
     try:

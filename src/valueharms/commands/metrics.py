@@ -6,19 +6,13 @@ import sys
 
 from .. import analyze
 from ..analyze import bias
-from ..analyze.metrics import compute_metrics, load_scores
-from ..errors import InputError
-from . import add_data_dir
+from ..config import MetricsOptions
+from . import add_data_dir, add_options, options_from
 
 
 def add_analysis_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--baseline", choices=bias.BASELINES, default="background",
-                        help="bias-score baseline, in percent like the groups' statistic: "
-                             "background = the model's overall negative-regard percentage; "
-                             "0.5 = 0.5 %%, the reference's behaviour, for parity")
-    parser.add_argument("--resamples", type=int, default=bias.RESAMPLES,
-                        help="bootstrap resamples per group (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0)
+    add_options(parser, MetricsOptions)
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
     parser.add_argument("--profiles", default=None,
                         help="CSV/JSON/TOML of your own target profiles (for the correlations)")
     add_data_dir(parser)
@@ -28,11 +22,6 @@ def user_profiles(args: argparse.Namespace):
     from ..targets import read_profiles
 
     return read_profiles(args.profiles) if args.profiles else None
-
-
-def check(args: argparse.Namespace) -> None:
-    if args.resamples < 100:
-        raise InputError(f"--resamples {args.resamples}: use at least 100")
 
 
 def register(sub) -> None:
@@ -45,17 +34,16 @@ def register(sub) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    check(args)
+    options = options_from(args, MetricsOptions)
     profiles = user_profiles(args)
-    scores = load_scores(args.inputs)
-    if args.baseline == "0.5":
+    if options.baseline == "0.5":
         print(f"note: {bias.PARITY_NOTE}", file=sys.stderr)
-    table = compute_metrics(scores, args.baseline, resamples=args.resamples, seed=args.seed)
-    result = analyze.analyse(table, args.data_dir, profiles)
-    written = analyze.write(result, args.out)
-    print(f"{len(scores)} scores, {table['system'].nunique()} systems, {len(table)} metric rows "
-          f"-> {len(written)} files in {args.out}")
-    if result.missing_targets:
-        print(f"note: no profile for target(s) {', '.join(result.missing_targets)}: left out of "
-              f"the correlations (give them with --profiles)", file=sys.stderr)
+    run = analyze.run_metrics(args.inputs, args.out, options, seed=args.seed,
+                              data_dir=args.data_dir, profiles=profiles)
+    table = run.analysis.metrics
+    print(f"{run.n_scores} scores, {table['system'].nunique()} systems, {len(table)} metric rows "
+          f"-> {len(run.written)} files in {args.out}")
+    if run.analysis.missing_targets:
+        print(f"note: no profile for target(s) {', '.join(run.analysis.missing_targets)}: left "
+              f"out of the correlations (give them with --profiles)", file=sys.stderr)
     return 0

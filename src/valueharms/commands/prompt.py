@@ -40,7 +40,8 @@ def _show(args: argparse.Namespace) -> int:
     # Check every argument before loading items or a tokenizer.
     extra = targets.read_profiles(args.profiles) if args.profiles else []
     system = systems.parse_system(args.system, data_dir=args.data_dir, extra=extra)
-    profile = targets.find(system.target, args.data_dir, extra) if system.kind == "prompt" else None
+    profile = targets.find(str(system.target), args.data_dir, extra) \
+        if system.kind == "prompt" else None
     benchmarks.get(args.benchmark)
     if args.item < 0:
         raise InputError(f"--item {args.item}: must be 0 or more")

@@ -23,7 +23,7 @@ def register(sub) -> None:
                        description="Score every generation of --in with one scorer and append "
                                    "the results to --out; a re-run skips what is done.")
     p.add_argument("--scorer", required=True,
-                   help=f"one of {', '.join(sorted(score._REGISTRY))}")
+                   help=f"one of {', '.join(score.names())}")
     p.add_argument("--in", dest="in_path", required=True, help="generations JSONL")
     p.add_argument("--out", required=True, help="scores JSONL (appended, resumable)")
     p.add_argument("--cache", default=None,
@@ -60,9 +60,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..score import get_scorer, scorer_options
-    from ..score.cache import ScoreCache
-    from ..score.run import read_generations, score_file
+    from ..score import scorer_options
+    from ..score.run import read_generations, run_scorer
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -70,19 +69,16 @@ def run(args) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if Path(args.out).resolve() == Path(args.in_path).resolve():
         raise InputError(f"--out {args.out}: is the input file")
-    read_generations(args.in_path)  # fail on bad input before loading any model
+    read_generations(args.in_path)  # fail on bad input before anything else
     options = {opt: getattr(args, name) for name, opt in _OPTIONS.items()
                if getattr(args, name) is not None}
     accepted = set(scorer_options(args.scorer))
     for name, opt in _OPTIONS.items():
         if opt in options and opt not in accepted:
             raise InputError(f"--{name.replace('_', '-')}: does not apply to --scorer {args.scorer}")
-    scorer = get_scorer(args.scorer, **options)
     retry = tuple(s for s, on in (("unparsed", args.retry_unparsed), ("failed", args.retry_failed))
                   if on)
-    with ScoreCache(args.cache) as cache:
-        summary = score_file(args.in_path, args.out, scorer, cache=cache, retry=retry,
-                             progress=not args.no_progress)
-    scorer.close()
+    summary = run_scorer(args.in_path, args.out, args.scorer, options, cache_path=args.cache,
+                         retry=retry, progress=not args.no_progress)
     print(summary.line(), file=sys.stderr)
     return 0

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
 
 from .. import targets
-from ..io import atomic_write_text
+from ..files import atomic_write_text
 from ..values import VALUES, Profile
 from . import add_data_dir, add_subcommands
 
@@ -42,18 +40,14 @@ def register(sub) -> None:
 
 
 def to_csv(profiles: list[Profile], extra: tuple[str, ...] = ()) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["name", *VALUES, *extra])
-    for p in profiles:
-        writer.writerow([p.name, *(repr(s) for s in p.scores), *(p.meta.get(k, "") for k in extra)])
-    return buf.getvalue()
+    """Deprecated: use ``valueharms.targets.profiles_csv``."""
+    return targets.profiles_csv(profiles, extra)
 
 
 def _list(args: argparse.Namespace) -> int:
     profiles = targets.load_set(args.set, args.data_dir)
     if args.format == "csv":
-        sys.stdout.write(to_csv(profiles))
+        sys.stdout.write(targets.profiles_csv(profiles))
     elif args.format == "json":
         json.dump([{"name": p.name, **p.as_dict(), **dict(p.meta)} for p in profiles],
                   sys.stdout, indent=1)
@@ -87,7 +81,7 @@ def _derive(args: argparse.Namespace) -> int:
         raise InputError(f"--neighbours {args.neighbours}: must be at least 1")
     pool = targets.respondents(args.ess, args.coding)
     profiles = targets.nearest(pool, args.neighbours)
-    atomic_write_text(args.out, to_csv(profiles, ("respondent", "divergence")))
+    atomic_write_text(args.out, targets.profiles_csv(profiles, ("respondent", "divergence")))
     print(f"{len(profiles)} profiles from {len(pool.ids)} respondents ({args.coding} coding) "
           f"-> {args.out}")
     return 0

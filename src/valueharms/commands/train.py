@@ -49,30 +49,25 @@ def _model(name: str | None) -> str | None:
 
 def _vim(args: argparse.Namespace) -> int:
     from .. import targets
-    from ..align.trainer import train_vim
-    from ..config import VimOptions, train_config
+    from ..align.trainer import run_vim
+    from ..config import VimOptions
 
     options = options_from(args, VimOptions)
-    config = train_config(options, seed=args.seed)
     profile = targets.find(args.target, args.data_dir)
-    result = train_vim(_model(args.model), profile, args.out, config, data_dir=args.data_dir,
-                       limit=options.limit, threshold=options.threshold,
-                       strategy=options.strategy, seed=args.seed)
+    result = run_vim(_model(args.model), profile, args.out, options, seed=args.seed,
+                     data_dir=args.data_dir)
     print(f"stage 1 -> {result.stage1.adapter_dir}\nstage 2 -> {result.stage2.adapter_dir}\n"
           f"manifest -> {result.manifest_path}")
     return 0
 
 
 def _benign(args: argparse.Namespace) -> int:
-    from ..align import benign
-    from ..align.trainer import train_lora
-    from ..config import BenignOptions, train_config
+    from ..align.trainer import run_benign
+    from ..config import BenignOptions
 
     options = options_from(args, BenignOptions)
-    config = train_config(options, seed=args.seed)
-    data = benign.load(args.dataset, data_file=args.data_file, data_dir=args.data_dir,
-                       exclude_categories=args.exclude_categories, limit=options.limit)
-    result = train_lora(_model(args.model), data.train, data.valid, args.out, config,
-                        notes=[f"benign data set {args.dataset} from {data.source}"])
+    result = run_benign(_model(args.model), args.dataset, args.out, options, seed=args.seed,
+                        data_dir=args.data_dir, data_file=args.data_file,
+                        exclude_categories=args.exclude_categories)
     print(f"adapter -> {result.adapter_dir}\nmanifest -> {result.manifest_path}")
     return 0

@@ -8,11 +8,18 @@ not on which rows share its batch, how many there are, or the device (the draws 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
-from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList,
-                          StoppingCriteriaList, StopStringCriteria, TemperatureLogitsWarper,
-                          TopPLogitsWarper)
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteriaList,
+    StopStringCriteria,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from .. import chat, models, prompts
 from ..errors import InputError
@@ -28,7 +35,7 @@ class RowSampler(LogitsProcessor):
 
     def __init__(self, seeds: list[int], temperature: float, top_p: float):
         self.generators = [torch.Generator().manual_seed(s) for s in seeds]
-        warpers = [TemperatureLogitsWarper(temperature)]
+        warpers: list[Any] = [TemperatureLogitsWarper(temperature)]
         if top_p < 1.0:
             warpers.append(TopPLogitsWarper(top_p))
         self.warpers = LogitsProcessorList(warpers)
@@ -41,7 +48,7 @@ class RowSampler(LogitsProcessor):
         tokens = (cdf <= u.to(cdf.device)[:, None] * cdf[:, -1:]).sum(dim=-1)  # first token past u
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(1, tokens[:, None], 0.0)
-        return out
+        return out  # type: ignore[return-value]  # a float tensor; FloatTensor is a legacy type
 
 
 class HFBackend:
@@ -60,7 +67,7 @@ class HFBackend:
         self.batch_size = batch_size
         self.form = form
         self.model = model_name or model or models.DEFAULT_MODEL
-        self.peft = None  # the PeftModel wrapping self.lm once an adapter is loaded
+        self.peft: Any = None  # the PeftModel wrapping self.lm once an adapter is loaded
         self.adapters: dict[str, str] = {}  # adapter directory -> PEFT adapter name
         self._stops: dict[tuple[str, ...], StopStringCriteria] = {}  # costly to build: once each
         eos = self.lm.generation_config.eos_token_id

@@ -1,7 +1,7 @@
 """Any OpenAI-compatible endpoint (OpenAI, vLLM's server, llama.cpp, ...) with the official client.
 
 Requests run concurrently on a bounded thread pool and go through the toolkit's one retrying,
-rate-limited client (:mod:`valueharms.score.client`): 429, 5xx, timeouts and broken bodies are
+rate-limited client (:mod:`valueharms.remote`): 429, 5xx, timeouts and broken bodies are
 retried with exponential backoff (``Retry-After`` honoured); a request that never succeeds comes
 back as a failed :class:`GenResult`, which the runner records as failed, never as text.
 
@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from .. import prompts
 from ..errors import InputError
 from ..records import BenchmarkItem, System
-from ..score.client import Failed, Permanent, Policy, RateLimiter, Stats, Transient, call
+from ..remote import OPENAI_URL, Failed, Policy, RateLimiter, Stats, Transient, call, openai_fault
 from ..values import Profile
 from . import GenRequest, GenResult, truncate_at_stop
 
 MODES = ("chat", "completions")
-OPENAI_URL = "https://api.openai.com/v1"
 
 
 class OpenAIBackend:
@@ -85,10 +85,8 @@ class OpenAIBackend:
         return GenResult(truncate_at_stop(text, request.decoding.stop))
 
     def _request(self, request: GenRequest) -> str:
-        import openai
-
         d = request.decoding
-        common = dict(model=self.model, temperature=d.temperature, top_p=d.top_p,
+        common: dict[str, Any] = dict(model=self.model, temperature=d.temperature, top_p=d.top_p,
                       max_tokens=d.max_new_tokens, seed=request.seed % 2 ** 31,
                       stop=list(d.stop) or None)
         try:
@@ -101,21 +99,11 @@ class OpenAIBackend:
                 reply = self.client.completions.create(prompt=request.prompt, **common)
                 choices = getattr(reply, "choices", None)
                 text = choices[0].text if choices else None
-        except openai.APIStatusError as exc:
-            message = f"HTTP {exc.status_code}: {' '.join(str(exc.message).split())[:300]}"
-            if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
-                raise Transient(message, retry_after=_retry_after(exc.response)) from None
-            raise Permanent(message) from None
-        except (openai.APIConnectionError, openai.APIResponseValidationError, ValueError) as exc:
-            # APITimeoutError is an APIConnectionError; a broken JSON body is a ValueError.
-            raise Transient(f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
+        except Exception as exc:
+            fault = openai_fault(exc)
+            if fault is None:
+                raise
+            raise fault from None
         if not isinstance(text, str):
             raise Transient(f"reply without text: {str(reply)[:200]}")
         return text
-
-
-def _retry_after(response) -> float | None:
-    try:
-        return float(response.headers.get("retry-after"))
-    except (AttributeError, TypeError, ValueError):
-        return None

@@ -20,12 +20,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
 from .. import targets
+from ..config import BackendOptions, BenchmarkOptions
 from ..errors import InputError
-from ..io import JsonlAppender
+from ..files import JsonlAppender
 from ..records import BenchmarkItem, Decoding, Generation, System, to_json
 from ..values import Profile
 from . import Backend, GenRequest, row_seed
@@ -56,6 +58,7 @@ class Summary:
 
 
 def failures_path(out_file: str | os.PathLike) -> Path:
+    """Where the rows that failed in the last run are listed, beside ``out_file``."""
     out = Path(out_file)
     stem = out.name[:-len(".jsonl")] if out.name.endswith(".jsonl") else out.name
     return out.with_name(stem + ".failed.jsonl")
@@ -96,6 +99,7 @@ def _profile(system: System, profiles: dict[str, Profile] | None,
 
 
 def record(row: Row, text: str, model: str) -> dict:
+    """The Generation record of a row's answer ``text``."""
     return to_json(Generation(system=row.system.key, benchmark=row.item.benchmark,
                               prompt_id=row.item.id, sample=row.sample, prompt=row.request.prompt,
                               text=text, model=model, decoding=row.request.decoding.as_dict(),
@@ -166,7 +170,7 @@ def _run(batches: list[list[Row]], planned: dict[tuple, Row], backend: Backend,
                 lines, failures = [], []
                 for row in todo:
                     result = results[row.key]
-                    if result.ok:
+                    if result.text is not None:
                         lines.append(record(row, result.text, backend.model))
                     else:
                         failures.append({"system": row.system.key, "benchmark": row.item.benchmark,
@@ -181,3 +185,27 @@ def _run(batches: list[list[Row]], planned: dict[tuple, Row], backend: Backend,
                 bar.update(len(todo))
     return Summary(Path(out_file), len(planned), already, written, failed,
                    fail_file if failed else None)
+
+
+def run_benchmark(benchmark: str, systems: list[System], out_file: str | os.PathLike, *,
+                  model: str | None, options: BenchmarkOptions, backend: BackendOptions,
+                  seed: int = 42, stop: tuple[str, ...] | None = None,
+                  profiles: dict[str, Profile] | None = None, data_dir: str | None = None,
+                  progress: bool = True) -> Summary:
+    """The generation stage: ``systems`` answer the items ``options`` select of
+    ``benchmark``, with its paper decoding changed by ``options`` (and ``stop``, when given).
+
+    Everything is checked before the model loads. ``systems`` carry their adapters.
+    """
+    from .. import benchmarks
+    from . import make_backend
+
+    fixed: dict[str, Any] = {"seed": seed} if stop is None else {"seed": seed, "stop": stop}
+    decoding = options.decoding().over(benchmarks.get(benchmark).decoding, **fixed)
+    items = benchmarks.load_items(benchmark, options.subset, data_dir, options.limit,
+                                  list(options.categories) if options.categories else None)
+    if not items:
+        raise InputError(f"benchmark {benchmark}: no items selected")
+    engine = make_backend(backend.backend, model, **backend.for_backend())
+    return generate(systems, items, engine, out_file, decoding=decoding, profiles=profiles,
+                    data_dir=data_dir, progress=progress)

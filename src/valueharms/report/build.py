@@ -23,7 +23,8 @@ import pandas as pd  # noqa: E402
 from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 
 from .. import analyze  # noqa: E402
-from ..analyze import bias, metrics as metrics_mod, tables  # noqa: E402
+from ..analyze import bias, tables  # noqa: E402
+from ..analyze import metrics as metrics_mod
 from ..errors import InputError  # noqa: E402
 from ..values import VALUES, Profile  # noqa: E402
 
@@ -220,6 +221,7 @@ def _markdown(frame: pd.DataFrame) -> str:
 
 
 def sections(result: analyze.Analysis, measured: dict[str, Profile]) -> list[Section]:
+    """The report's sections (tables and pictures) from the analysis."""
     m = result.metrics
     out = [Section("comparison", "Comparison by system type",
                    "Mean over the systems of each type without mitigation (VIM and prompting: "

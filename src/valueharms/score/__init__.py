@@ -26,19 +26,44 @@ from typing import Any
 
 from ..config import OptionError, Options
 from ..errors import InputError
+from ..measures import FLAG, HARM, MEASURES, REGARD, TOXICITY, Measure
 
-# name -> (module, class, fixed arguments); modules are imported on use to keep start-up light.
-_REGISTRY: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "perspective": ("perspective", "Perspective", {}),
-    "offline-toxicity": ("offline", "OfflineToxicity", {}),
-    "regard": ("regard", "Regard", {}),
-    "offline-regard": ("offline", "OfflineRegard", {}),
-    "judge-hexphi": ("judges", "OpenAIJudge", {"rubric": "hexphi"}),
-    "judge-beavertails": ("judges", "OpenAIJudge", {"rubric": "beavertails"}),
-    "judge-hexphi:local": ("judges", "LocalJudge", {"rubric": "hexphi"}),
-    "judge-beavertails:local": ("judges", "LocalJudge", {"rubric": "beavertails"}),
-    "judge-refusal-heuristic": ("offline", "RefusalHeuristic", {}),
+# name -> (module, class, fixed arguments, what it measures); modules are imported on use to
+# keep start-up light. A scorer with several measures gives the one its benchmark expects.
+_REGISTRY: dict[str, tuple[str, str, dict[str, Any], tuple[Measure, ...]]] = {
+    "perspective": ("perspective", "Perspective", {}, (TOXICITY,)),
+    "offline-toxicity": ("offline", "OfflineToxicity", {}, (TOXICITY,)),
+    "regard": ("regard", "Regard", {}, (REGARD,)),
+    "offline-regard": ("offline", "OfflineRegard", {}, (REGARD,)),
+    "judge-hexphi": ("judges", "OpenAIJudge", {"rubric": "hexphi"}, (HARM,)),
+    "judge-beavertails": ("judges", "OpenAIJudge", {"rubric": "beavertails"}, (FLAG,)),
+    "judge-hexphi:local": ("judges", "LocalJudge", {"rubric": "hexphi"}, (HARM,)),
+    "judge-beavertails:local": ("judges", "LocalJudge", {"rubric": "beavertails"}, (FLAG,)),
+    "judge-refusal-heuristic": ("offline", "RefusalHeuristic", {}, (HARM, FLAG)),
 }
+
+
+def measures(scorer: str) -> tuple[Measure, ...] | None:
+    """What the scorer named ``scorer`` measures: a registry name or the name it writes into
+    each Score (``judge-hexphi:gpt-4o``, ``regard:sasha/regardv3``); None when unknown."""
+    known = [n for n in _REGISTRY if scorer == n or scorer.startswith(n + ":")]
+    return _REGISTRY[max(known, key=len)][3] if known else None
+
+
+def measure_for(scorer: str, benchmark: str) -> Measure:
+    """The measure of ``scorer``'s numbers on ``benchmark``, from their declarations; a scorer
+    we don't know is taken to measure what the benchmark's paper measured."""
+    from ..benchmarks import declared
+
+    bench = declared(benchmark)
+    fits = bench.measures if bench else ()
+    offered = measures(scorer)
+    if offered is None:
+        if not fits:
+            raise InputError(f"scorer {scorer!r} on benchmark {benchmark!r}: neither is known, "
+                             f"so what the scores measure is not declared")
+        return MEASURES[fits[0]]
+    return next((m for kind in fits for m in offered if m.kind == kind), offered[0])
 
 
 def names() -> list[str]:
@@ -95,6 +120,6 @@ def _lookup(name: str):
     if name not in _REGISTRY:
         raise InputError(f"--scorer {name}: unknown scorer; expected one of "
                          f"{', '.join(sorted(_REGISTRY))}")
-    module, attr, fixed = _REGISTRY[name]
+    module, attr, fixed, _ = _REGISTRY[name]
     cls = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
     return cls, fixed

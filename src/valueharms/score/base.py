@@ -10,11 +10,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..records import FAILED, OK, UNPARSED, UNSCORABLE, Generation
+from ..benchmarks import MASK, family
 from ..errors import InputError
-from .client import Failed, InFlight, Policy, RateLimiter, Stats, Unscorable, call, redact
+from ..records import FAILED, OK, UNPARSED, UNSCORABLE, Generation
+from ..remote import Failed, InFlight, Policy, RateLimiter, Stats, Unscorable, call, redact
 
-MASK = "XYZ"
 # Generation.meta keys that may carry the bare benchmark text (without chat wrapping).
 BARE_PROMPT_KEYS = ("item_text", "question")
 
@@ -29,7 +29,7 @@ class Verdict:
     raw: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.status != OK and self.value is not None:
             raise ValueError("only an ok verdict carries a value")
 
@@ -106,8 +106,9 @@ class RemoteScorer(Scorer):
 def bare_prompt(gen: Generation) -> str:
     """The benchmark text without chat wrapping when the generator kept it, else the prompt."""
     for key in BARE_PROMPT_KEYS:
-        if isinstance(gen.meta.get(key), str):
-            return gen.meta[key]
+        text = gen.meta.get(key)
+        if isinstance(text, str):
+            return text
     return gen.prompt
 
 
@@ -116,11 +117,6 @@ def mask_noun_phrase(text: str, noun_phrase: str | None) -> str:
     if not noun_phrase:
         return text
     return re.sub(re.escape(noun_phrase), MASK, text, flags=re.IGNORECASE)
-
-
-def family(benchmark: str) -> str:
-    """``holisticbiasr:dispreferred``, ``rtp-small`` -> holisticbiasr, rtp."""
-    return str(benchmark).replace("-", "_").split("_")[0].split(":")[0]
 
 
 __all__ = ["Verdict", "Scorer", "RemoteScorer", "bare_prompt", "mask_noun_phrase", "family",

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import InputError
+from ..files import cache_root
 
 log = logging.getLogger("valueharms.score.cache")
 _DAMAGED = ("SQLITE_NOTADB", "SQLITE_CORRUPT")  # not "busy" or "locked": those are waited for
@@ -36,11 +37,12 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS results (
 
 
 def default_path() -> Path:
-    root = os.environ.get("VALUEHARMS_CACHE") or Path.home() / ".cache" / "valueharms"
-    return Path(root) / "scores.sqlite"
+    """The score cache file under the cache root."""
+    return cache_root() / "scores.sqlite"
 
 
 def digest(text: str) -> str:
+    """The SHA-256 of ``text`` (a cache key part)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -127,7 +129,7 @@ class ScoreCache:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "ScoreCache":
+    def __enter__(self) -> ScoreCache:
         return self
 
     def __exit__(self, *exc) -> None:

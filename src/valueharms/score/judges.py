@@ -15,12 +15,11 @@ from pathlib import Path
 from .. import chat
 from ..errors import InputError
 from ..records import OK, UNPARSED, Generation
+from ..remote import OPENAI_KEY_ENV, OPENAI_URL, Policy, Transient, openai_fault
 from .base import RemoteScorer, Scorer, Verdict, bare_prompt
-from .client import Permanent, Policy, Transient
 
 RUBRICS = ("hexphi", "beavertails")
-OPENAI_URL = "https://api.openai.com/v1"
-KEY_ENV = "OPENAI_API_KEY"
+KEY_ENV = OPENAI_KEY_ENV  # the old name
 _SCORE_LINE = re.compile(r"score\s*:\s*([1-5])(?![\d.,/])\s*$", re.IGNORECASE)
 _REASON_LINE = re.compile(r"reason\s*:\s*(.*)$", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\{(question|answer)\}")
@@ -90,21 +89,15 @@ class OpenAIJudge(_Rubric, RemoteScorer):
         self.model = f"{judge_model}@{self.base_url}"
 
     def request(self, text: str) -> Verdict:
-        import openai
-
         try:
             reply = self.client.chat.completions.create(
                 model=self.judge_model, messages=[{"role": "user", "content": text}],
                 temperature=0, max_tokens=self.max_tokens)
-        except openai.APIStatusError as exc:
-            status = exc.status_code
-            message = f"HTTP {status}: {' '.join(str(exc.message).split())[:300]}"
-            if status in (408, 409, 429) or status >= 500:
-                raise Transient(message, retry_after=_retry_after(exc.response)) from None
-            raise Permanent(message) from None
-        except (openai.APIConnectionError, openai.APIResponseValidationError, ValueError) as exc:
-            # APITimeoutError is an APIConnectionError; a broken JSON body is a ValueError.
-            raise Transient(f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
+        except Exception as exc:
+            fault = openai_fault(exc)
+            if fault is None:
+                raise
+            raise fault from None
         choices = getattr(reply, "choices", None)
         if not choices or choices[0].message is None:
             raise Transient(f"reply without choices: {str(reply)[:200]}")
@@ -141,10 +134,3 @@ class LocalJudge(_Rubric, Scorer):
                                    pad_token_id=tok.pad_token_id)
         replies = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
         return [self.parse(reply.strip()) for reply in replies]
-
-
-def _retry_after(response) -> float | None:
-    try:
-        return float(response.headers.get("retry-after"))
-    except (TypeError, ValueError, AttributeError):
-        return None

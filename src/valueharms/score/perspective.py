@@ -10,11 +10,12 @@ import json
 import os
 import urllib.error
 import urllib.request
+from typing import Any
 
 from ..errors import InputError
 from ..records import OK, UNSCORABLE
+from ..remote import Permanent, Policy, Transient, Unscorable, retry_after
 from .base import RemoteScorer, Verdict
-from .client import Permanent, Policy, Transient, Unscorable
 
 URL = "https://commentanalyzer.googleapis.com/v1alpha1/comments:analyze"
 KEY_ENV = "PERSPECTIVE_API_KEY"
@@ -52,13 +53,13 @@ class Perspective(RemoteScorer):
                 for _, text in items]
 
     def request(self, text: str) -> Verdict:
-        body = {"comment": {"text": text}, "doNotStore": True,
+        body: dict[str, Any] = {"comment": {"text": text}, "doNotStore": True,
                 "requestedAttributes": {a: {} for a in self.attributes}}
         if self.languages:
             body["languages"] = self.languages
         req = urllib.request.Request(self.url, data=json.dumps(body).encode("utf-8"), method="POST",
                                      headers={"Content-Type": "application/json",
-                                              "x-goog-api-key": self._secret})
+                                              "x-goog-api-key": str(self._secret)})
         try:
             with urllib.request.urlopen(req, timeout=self.policy.timeout) as resp:
                 payload = resp.read()
@@ -91,15 +92,8 @@ def _http_fault(exc: urllib.error.HTTPError) -> Exception:
     if exc.code == 400 and NOT_SUPPORTED in detail:
         return Unscorable(message)
     if exc.code in (408, 429) or exc.code >= 500:
-        return Transient(message, retry_after=_seconds(exc.headers.get("Retry-After")))
+        return Transient(message, retry_after=retry_after(exc.headers.get("Retry-After")))
     return Permanent(message)
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _names(value: str | list[str] | tuple[str, ...]) -> list[str]:

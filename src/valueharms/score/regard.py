@@ -17,12 +17,14 @@ LABELS = ("negative", "neutral", "positive", "other")
 
 
 def check_noun_phrase(gen: Generation) -> str | None:
+    """Why ``gen`` cannot be scored for regard (None when it can)."""
     if family(gen.benchmark) == "holisticbiasr" and not gen.meta.get("noun_phrase"):
         return "field 'meta.noun_phrase': missing (needed to mask the group as XYZ)"
     return None
 
 
 def regard_input(gen: Generation) -> str:
+    """The text the regard classifier reads: the prompt's sentence start and the answer."""
     head = next((gen.meta[k] for k in BARE_PROMPT_KEYS if isinstance(gen.meta.get(k), str)), "")
     joint = " " if head and gen.text and not (head[-1].isspace() or gen.text[0].isspace()) else ""
     return mask_noun_phrase(f"{head}{joint}{gen.text}", gen.meta.get("noun_phrase"))

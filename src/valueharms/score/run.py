@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .. import sources
 from ..errors import InputError
-from ..io import JsonlAppender
+from ..files import JsonlAppender
 from ..records import FAILED, OK, STATUSES, UNSCORABLE, Generation, Score, to_json
 from .base import Scorer, Verdict
 from .cache import ScoreCache
@@ -104,6 +104,7 @@ def _text_or_none(value) -> str | None:
 
 
 def kinds_name(kinds) -> str:
+    """Type names in words, for error messages (``a string or an integer``)."""
     names = {"str": "a string", "int": "an integer", "dict": "an object"}
     kinds = kinds if isinstance(kinds, tuple) else (kinds,)
     return " or ".join(names.get(k.__name__, k.__name__) for k in kinds)
@@ -142,7 +143,7 @@ def score_file(in_path: str | Path, out_path: str | Path, scorer: Scorer, *,
         if problem:
             raise InputError(f"{in_path}: line {n}: {problem}")
     own_cache = not isinstance(cache, ScoreCache)
-    store = ScoreCache(cache) if own_cache else cache
+    store = cache if isinstance(cache, ScoreCache) else ScoreCache(cache)
     try:
         # Locked before reading what is done: a second process on the same output waits,
         # then finds the first one's lines and scores only what is still missing.
@@ -245,3 +246,22 @@ def _score(gen: Generation, name: str, v: Verdict) -> Score:
                  sample=gen.sample, scorer=name, status=v.status,
                  value=v.value if v.status == OK else None, label=v.label, raw=v.raw,
                  category=gen.category, meta={**gen.meta, **v.meta})
+
+
+def run_scorer(in_path: str | Path, out_path: str | Path, scorer_name: str,
+               options: dict | None = None, *, cache_path: str | Path | None = None,
+               retry: tuple[str, ...] = (), progress: bool = True) -> Summary:
+    """The scoring stage: scorer ``scorer_name`` (with ``options``) over a generations file,
+    through the score cache. The input is read and checked before any model loads."""
+    from . import get_scorer
+
+    if Path(out_path).resolve() == Path(in_path).resolve():
+        raise InputError(f"{out_path}: is the input file")
+    read_generations(in_path)
+    scorer = get_scorer(scorer_name, **(options or {}))
+    try:
+        with ScoreCache(cache_path) as cache:
+            return score_file(in_path, out_path, scorer, cache=cache, retry=retry,
+                              progress=progress)
+    finally:
+        scorer.close()

@@ -7,10 +7,11 @@ import sys
 import time
 from pathlib import Path
 
-from ..io import atomic_write_text, versions
+from ..files import atomic_write_text, versions
 from .plan import MANIFEST, Step, outputs, plan
 from .spec import Study
 from .steps import RUNNERS
+
 
 def run_step(step: Step, study: Study, progress: bool = False) -> str:
     """Run one step in its own folder; the manifest, written last, marks it done."""
@@ -32,6 +33,7 @@ def run_step(step: Step, study: Study, progress: bool = False) -> str:
 
 
 def describe(study: Study) -> list[tuple[Step, bool]]:
+    """Every planned step and whether it is done."""
     return [(step, step.done(study)) for step in plan(study)]
 
 
@@ -50,6 +52,7 @@ def run_local(study: Study) -> None:
 
 
 def say(message: str) -> None:
+    """A progress line on stderr."""
     print(message, file=sys.stderr, flush=True)
 
 
@@ -86,4 +89,5 @@ def _ray_task(step: Step, study: Study, *_deps: str) -> str:
 
 
 def report_path(study: Study) -> Path:
+    """Where the study's report is written."""
     return study.out / "report" / "index.html"

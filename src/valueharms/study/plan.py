@@ -106,7 +106,9 @@ def plan(study: Study) -> list[Step]:
                           "instrument": study.analysis.instrument},
                           tuple(adapters[k].id for k in aligned), gpu=True)
         steps.append(align_step)
+    resamples = {k: v for k, v in study.analysis.set_values().items() if k == "resamples"}
     metrics = Step("metrics", "all", {"baseline": study.analysis.baseline,
-                   "seed": study.seed}, tuple(s.id for s in score_steps))
-    report = Step("report", "index", {"baseline": metrics.config["baseline"]}, (metrics.id,) + ((align_step.id,) if align_step else ()))
+                   "seed": study.seed, **resamples}, tuple(s.id for s in score_steps))
+    report = Step("report", "index", {"baseline": metrics.config["baseline"]},
+                  (metrics.id,) + ((align_step.id,) if align_step else ()))
     return steps + [metrics, report]

@@ -7,19 +7,32 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from pydantic import Field
 
 from .. import benchmarks as benchmark_registry
 from .. import sources, targets
-from ..config import (ADAPTER_BACKENDS, INSTRUMENTS, AnalysisOptions, BenchmarkOptions,
-                      BenignOptions, DecodingOptions, GenerationOptions, Names, OptionError,
-                      Options, VimOptions)
+from ..config import (
+    ADAPTER_BACKENDS,
+    BENIGN_DATASETS,
+    INSTRUMENTS,
+    AnalysisOptions,
+    BenchmarkOptions,
+    BenignOptions,
+    DecodingOptions,
+    GenerationOptions,
+    Names,
+    OptionError,
+    Options,
+    VimOptions,
+)
 from ..errors import InputError
-from ..systems import BENIGN_DATASETS, SystemKey, parse_mitigation
+from ..measures import MEASURES
+from ..systems import SystemKey, parse_mitigation
 from ..values import Profile
 
 # Scorers that call a paid API, and the environment variable holding their key.
@@ -214,8 +227,8 @@ def check_data(study: Study) -> None:
         keys += ["valueeval", "arguments-train", "arguments-valid", "arguments-test"]
     if any(m in PER_TARGET for m in study.methods) and study.analysis.instrument == "pvq40":
         keys.append("pvq40")  # the alignment check's questionnaire
-    for key in study.fixed_systems():
-        dataset = key.dataset
+    for system in study.fixed_systems():
+        dataset = system.dataset
         if dataset is not None:
             files = study.benign.data_files
             if dataset in files:
@@ -311,6 +324,11 @@ def _check_scorers(path: Path, study: Study) -> None:
         if scorer not in score.names():
             raise InputError(f"{path}: [scorers] {bench}: unknown scorer {scorer!r}; expected one "
                              f"of {', '.join(score.names())}")
+        offered, fits = score.measures(scorer) or (), benchmark_registry.get(bench).measures
+        if not any(m.kind in fits for m in offered):
+            raise InputError(f"{path}: [scorers] {bench}: {scorer} gives a "
+                             f"{' or '.join(m.describe() for m in offered)}, which does not fit "
+                             f"{bench} (it takes {', '.join(MEASURES[k].what for k in fits)})")
     for name, options in study.scorer_options.items():
         if name not in study.scorers.values():
             raise InputError(f"{path}: [scorer_options.{name}]: no benchmark uses scorer {name!r}")

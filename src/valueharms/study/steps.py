@@ -3,11 +3,11 @@ writes into its own folder ``out``; the executor writes the manifest once it ret
 ``progress``: show the step's own progress bars (local runs; Ray workers' output is not shown)."""
 from __future__ import annotations
 
-from dataclasses import replace
+import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from ..io import atomic_write_text
+from ..files import atomic_write_text
 from ..systems import SystemKey
 from .plan import Step
 from .spec import Study
@@ -30,55 +30,42 @@ def adapter_dir(study: Study, system: str, train_step_id: str) -> Path:
 
 
 def train(step: Step, study: Study, out: Path, progress: bool) -> None:
-    from ..align import benign
-    from ..align.trainer import train_lora, train_vim
-    from ..config import BenignOptions, VimOptions, train_config
+    """A train step: a VIM run for one target, or a benign fine-tune."""
+    from ..align.trainer import run_benign, run_vim
+    from ..config import BenignOptions, VimOptions
 
     c = step.config
     say = lambda message: print(f"  [{step.name}] {message}", flush=True)  # noqa: E731
     if c["method"] == "vim":
-        vim = VimOptions(**{k: c[k] for k in VimOptions.model_fields if k in c})
-        train_vim(_model(study), _target(study, c["target"]), out / ADAPTER,
-                  train_config(vim, seed=study.seed, progress=progress), data_dir=study.data_dir,
-                  limit=vim.limit, threshold=vim.threshold, strategy=vim.strategy,
-                  seed=study.seed, say=say)
-        return
-    options = BenignOptions(**{k: c[k] for k in BenignOptions.model_fields if k in c})
-    data = benign.load(c["dataset"], data_file=options.data_files.get(c["dataset"]),
-                       data_dir=study.data_dir, limit=options.limit)
-    train_lora(_model(study), data.train, data.valid, out / ADAPTER,
-               train_config(options, seed=study.seed, progress=progress), say=say)
+        run_vim(_model(study), _target(study, c["target"]), out / ADAPTER,
+                VimOptions(**{k: c[k] for k in VimOptions.model_fields if k in c}),
+                seed=study.seed, data_dir=study.data_dir, progress=progress, say=say)
+    else:
+        run_benign(_model(study), c["dataset"], out / ADAPTER,
+                   BenignOptions(**{k: c[k] for k in BenignOptions.model_fields if k in c}),
+                   seed=study.seed, data_dir=study.data_dir, progress=progress, say=say)
 
 
 def generate(step: Step, study: Study, out: Path, progress: bool) -> None:
-    from .. import benchmarks, systems
+    """A generate step: its systems answer one benchmark's items."""
+    from .. import systems
     from ..config import BenchmarkOptions, GenerationOptions
-    from ..generate import make_backend
-    from ..generate.run import generate as run_generation
+    from ..generate.run import run_benchmark
 
     c = step.config
-    bench = benchmarks.get(c["benchmark"])
-    options = BenchmarkOptions(**c["options"])
-    overrides = {**c["decoding"], **options.decoding().set_values()}
-    decoding = replace(bench.decoding, seed=study.seed, **overrides)
-    items = benchmarks.load_items(c["benchmark"], options.subset, study.data_dir,
-                                  options.limit, options.categories)
-    chosen = []
-    for key in c["systems"]:
-        base = SystemKey.parse(key).base
-        adapter = adapter_dir(study, base, c["adapters"][base]) if base in c["adapters"] else None
-        system = systems.parse_system(key, adapter, data_dir=study.data_dir,
-                                      extra=list(study.targets))
-        systems.require_adapter(system)
-        chosen.append(system)
-    g = GenerationOptions(**c["generation"])
-    backend_options = g.for_backend()
-    if g.backend == "hf":
-        backend_options["device"] = c.get("device")
-    backend = make_backend(g.backend, _model(study), **backend_options)
-    summary = run_generation(chosen, items, backend, out / "generations.jsonl", decoding=decoding,
-                             profiles={t.name: t for t in study.targets},
-                             data_dir=study.data_dir, progress=progress)
+    # The benchmark's own decoding keys win over the study's [decoding].
+    options = BenchmarkOptions(**{**c["decoding"], **c["options"]})
+    backend = GenerationOptions(**c["generation"])
+    if backend.backend == "hf" and backend.device is None:
+        backend = backend.changed(device=c.get("device"))
+    chosen = systems.with_adapters(
+        c["systems"], lambda key: adapter_dir(study, key.base, c["adapters"][key.base])
+        if key.base in c["adapters"] else None,
+        data_dir=study.data_dir, extra=list(study.targets))
+    summary = run_benchmark(c["benchmark"], chosen, out / "generations.jsonl",
+                            model=_model(study), options=options, backend=backend,
+                            seed=study.seed, profiles={t.name: t for t in study.targets},
+                            data_dir=study.data_dir, progress=progress)
     if summary.failed:
         # Not done: the next run retries only the failed rows.
         raise RuntimeError(f"{step.id}: {summary.failed} generations failed (see "
@@ -86,16 +73,12 @@ def generate(step: Step, study: Study, out: Path, progress: bool) -> None:
 
 
 def score(step: Step, study: Study, out: Path, progress: bool) -> None:
-    from .. import score as scoring
-    from ..score.cache import ScoreCache
-    from ..score.run import score_file
+    """A score step: the benchmark's scorer over its generate step's file."""
+    from ..score.run import run_scorer
 
-    scorer = scoring.get_scorer(step.config["scorer"], **step.config["options"])
     source = study.out / "steps" / step.deps[0] / "generations.jsonl"
-    with ScoreCache(None) as cache:
-        summary = score_file(source, out / "scores.jsonl", scorer, cache=cache,
-                             retry=("failed",), progress=progress)
-    scorer.close()
+    summary = run_scorer(source, out / "scores.jsonl", step.config["scorer"],
+                         step.config["options"], retry=("failed",), progress=progress)
     print(f"  [{step.name}] {summary.line()}", flush=True)
 
 
@@ -126,19 +109,25 @@ def alignment(step: Step, study: Study, out: Path, progress: bool) -> None:
 
 
 def metrics(step: Step, study: Study, out: Path, progress: bool) -> None:
+    """The metrics step: every score file into the metrics and analysis tables."""
     from .. import analyze
-    from ..analyze.metrics import compute_metrics, load_scores
+    from ..config import MetricsOptions
 
-    files = [study.out / "steps" / d / "scores.jsonl" for d in step.deps]
-    table = compute_metrics(load_scores(files), step.config["baseline"], seed=step.config["seed"])
-    analyze.write(analyze.analyse(table, study.data_dir, list(study.targets)), out)
+    c = step.config
+    options = MetricsOptions(baseline=c["baseline"], **({"resamples": c["resamples"]}
+                                                        if "resamples" in c else {}))
+    analyze.run_metrics([study.out / "steps" / d / "scores.jsonl" for d in step.deps], out,
+                        options, seed=c["seed"], data_dir=study.data_dir,
+                        profiles=list(study.targets))
 
 
 def report(step: Step, study: Study, out: Path, progress: bool) -> None:
+    """The report step: HTML and Markdown from the metrics and measured profiles."""
     from ..report import build_report
 
     metrics_dir = study.out / "steps" / step.deps[0]
-    measured = [study.out / "steps" / d / "measured_profiles.csv" for d in step.deps[1:]]
+    measured: list[str | os.PathLike] = [study.out / "steps" / d / "measured_profiles.csv"
+                                         for d in step.deps[1:]]
     path = build_report(metrics_dir, study.out / "report", measured=measured,
                         profiles=list(study.targets), data_dir=study.data_dir,
                         baseline=step.config["baseline"],
