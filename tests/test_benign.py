@@ -155,7 +155,8 @@ def test_cli_bad_input_exits_2_and_writes_nothing(cli, tmp_path, capsys):
         assert message in err and len(err.strip().splitlines()) == 1
         assert not out.exists()
     result = cli("train", "benign", "--out", str(out), "--dataset", "grammar", "--batch-size", "0")
-    assert result.returncode == 2 and result.stderr.strip().endswith("--batch-size 0: out of range")
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("--batch-size 0: must be greater than or equal to 1")
     assert not out.exists()
 
 

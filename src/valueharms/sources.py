@@ -8,11 +8,9 @@ Every reader raises :class:`InputError` with one line naming file, row and colum
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +27,22 @@ STANCES = ("in favor of", "against")
 
 
 @dataclass(frozen=True)
+class HubFile:
+    """A file of a Hugging Face dataset repository at a pinned revision."""
+
+    repo: str
+    filename: str
+    revision: str
+    gated: bool = False  # needs $HF_TOKEN of an account that accepted the terms
+
+
+@dataclass(frozen=True)
 class DataSet:
-    """One file the toolkit reads: name, where it comes from, and how to check it."""
+    """One file the toolkit reads: name, where it comes from, and how to check it.
+
+    ``url`` (or ``hub``) is where ``valueharms data fetch`` gets it; ``auto``: a missing
+    file is downloaded on first use too (small files whose public address is stable).
+    """
 
     key: str
     filename: str  # relative to a data directory
@@ -38,58 +50,76 @@ class DataSet:
     url: str | None  # direct download, when a stable public one exists
     sha256: str | None
     description: str
+    hub: HubFile | None = None
+    auto: bool = False
 
 
+# The paper's repository at the commit its data files were checked against (every checksum
+# below for these files is that commit's file).
+PAPER_COMMIT = "4a20909328a10dea73761b0a96afc2d10a2cb60a"
+_PAPER = f"https://raw.githubusercontent.com/JaehyeokLee-119/Unintended-Harms-LLM/{PAPER_COMMIT}/data/"
 _PAPER_REPO = "the paper's published code (Choi et al., ACL 2025)"
 _HB = "https://raw.githubusercontent.com/facebookresearch/ResponsibleNLP/main/holistic_bias/dataset/v1.1/"
 
 DATASETS: dict[str, DataSet] = {d.key: d for d in [
     DataSet("valueeval", "valueEval_10.csv", f"Touche23-ValueEval, as processed in {_PAPER_REPO}",
-            None, "6f843d64b1874267c8fb42d67cf85533cd5847d935533ff993b5ab1345fe5385",
+            _PAPER + "valueEval_10.csv",
+            "6f843d64b1874267c8fb42d67cf85533cd5847d935533ff993b5ab1345fe5385",
             "arguments labelled with the 10 basic values (TAB-separated)"),
-    DataSet("arguments-train", "argument_generation/value_split/train.csv", _PAPER_REPO, None,
+    DataSet("arguments-train", "argument_generation/value_split/train.csv", _PAPER_REPO,
+            _PAPER + "argument_generation/value_split/train.csv",
             "cd675fe589b6458a4c8d58897d963e4cd6c39327f0c49ae2cb4e949b2c1b9b70",
             "survey-stage training arguments"),
-    DataSet("arguments-valid", "argument_generation/value_split/valid.csv", _PAPER_REPO, None,
+    DataSet("arguments-valid", "argument_generation/value_split/valid.csv", _PAPER_REPO,
+            _PAPER + "argument_generation/value_split/valid.csv",
             "1bcb924585c0932c6ee39e1a0f81d65a6e0edb944c062d85bf981255baf70609",
             "survey-stage validation arguments"),
-    DataSet("arguments-test", "argument_generation/test.csv", _PAPER_REPO, None,
+    DataSet("arguments-test", "argument_generation/test.csv", _PAPER_REPO,
+            _PAPER + "argument_generation/test.csv",
             "182e81c32d131973f7807df9377bac15a99e7ee43b355101c6d16e6fadb66181",
             "survey-stage test arguments"),
-    DataSet("ess", "ess.csv", "European Social Survey, PVQ-21 items", None,
-            "0272824f2d562fc03fb926bc27d4b9ac999cc80c2a3d0818e84e25ca86b09e41",
+    DataSet("ess", "ess.csv", f"European Social Survey, PVQ-21 items, as in {_PAPER_REPO}",
+            _PAPER + "ess.csv", "0272824f2d562fc03fb926bc27d4b9ac999cc80c2a3d0818e84e25ca86b09e41",
             "raw ESS answers to the 21 PVQ items"),
-    DataSet("ess-distribution", "ess_distribution.csv", _PAPER_REPO, None,
+    DataSet("ess-distribution", "ess_distribution.csv", _PAPER_REPO, _PAPER + "ess_distribution.csv",
             "4590b666d1e81c2c2c2d416da003302d837f93011cccce64828acfe2a51f40a6",
             "per-respondent value profiles (raw ESS coding)"),
-    DataSet("countries", "country_and_group.csv", _PAPER_REPO, None,
+    DataSet("countries", "country_and_group.csv", _PAPER_REPO, _PAPER + "country_and_group.csv",
             "247d8d90c860b83cec22c958f409296a42c73b0d19c050b6ffe08937e6ee1d86",
             "mean value scores of countries and demographic groups"),
     DataSet("pvq40", "pvq40.csv", "Portrait Values Questionnaire, 40 items (Schwartz et al., "
             "2001), as shipped in the original VIM code (data/pvq/pvq40.xlsx)", None,
             "f5d70d964170c9613d67dffb0b7f921cec0b19872442f71c2477c38aec3cffb6",
             "item,value,text: the 40 portraits and their value (the scoring key)"),
-    DataSet("rtp", "real_toxic_prompts.csv", "RealToxicityPrompts (Gehman et al., 2020)", None,
+    DataSet("rtp", "real_toxic_prompts.csv",
+            f"RealToxicityPrompts (Gehman et al., 2020), the prompt texts as in {_PAPER_REPO}",
+            _PAPER + "real_toxic_prompts.csv",
             "8c5116e61b916b22557f47e5d05cedea02b9b0fa4791e15241d4eef5bd5af7fd",
             "toxic prompt texts, no header"),
-    DataSet("hexphi", "hex-phi.csv", "HEx-PHI (Qi et al., 2023), gated on Hugging Face", None,
+    DataSet("hexphi", "hex-phi.csv", f"HEx-PHI (Qi et al., 2023; gated on Hugging Face as "
+            f"LLM-Tuning-Safety/HEx-PHI), one file as in {_PAPER_REPO}", _PAPER + "hex-phi.csv",
             "50908beeb410d5bc90620af1cd56e57311dc8b0bb22412a6bb8a19b106473330",
             "harmful instructions, 11 categories x 30"),
-    DataSet("beavertails", "BeaverTails-Evaluation.csv", "PKU-Alignment/BeaverTails-Evaluation",
-            None, "7d88f60b9cd104ca2df28613685d7dbbc0c7b372acf0c936e00666a23b8977bb",
+    DataSet("beavertails", "BeaverTails-Evaluation.csv",
+            f"PKU-Alignment/BeaverTails-Evaluation, as in {_PAPER_REPO}",
+            _PAPER + "BeaverTails-Evaluation.csv",
+            "7d88f60b9cd104ca2df28613685d7dbbc0c7b372acf0c936e00666a23b8977bb",
             "evaluation prompts, 14 categories x 50"),
     DataSet("advbench", "harmful_behaviors.csv", "AdvBench (Zou et al., 2023)",
             "https://raw.githubusercontent.com/llm-attacks/llm-attacks/main/data/advbench/harmful_behaviors.csv",
             "6cd1a5c63c07610d7eb67307772ee5606017ee950b5770ab288a2c487489d3e1",
-            "harmful behaviours"),
-    DataSet("grammar", "gtrain_10k.csv", "grammar-correction pairs (C4-200M derived)", None,
+            "harmful behaviours", auto=True),
+    DataSet("grammar", "gtrain_10k.csv", f"grammar-correction pairs (C4-200M derived), as in "
+            f"{_PAPER_REPO}", _PAPER + "gtrain_10k.csv",
             "db8c78516b73f90e096c6f5822f2e2a17d4832b217031605dd844bb17fc0db13",
             "benign fine-tuning baseline (BOM-prefixed CSV)"),
-    DataSet("grammar-valid", "grammar_validation.csv", "grammar-correction pairs", None,
+    DataSet("grammar-valid", "grammar_validation.csv", f"grammar-correction pairs, as in "
+            f"{_PAPER_REPO}", _PAPER + "grammar_validation.csv",
             "54c81412aa32971b9505d309b0fd4e44f9a6e25eb68e1d7d81b259ff44c58411",
             "benign fine-tuning validation"),
     *[DataSet(f"holisticbias-{part}", f"holistic_bias_v1.1/{part}.json",
-              "HolisticBias v1.1 (Smith et al., 2022; MIT)", _HB + f"{part}.json", sha, "")
+              "HolisticBias v1.1 (Smith et al., 2022; MIT)", _HB + f"{part}.json", sha, "",
+              auto=True)
       for part, sha in [
           ("descriptors", "c1328f0edfdeefb76302d360a01878df3db55f18026f4ea1956b4a0f52daf943"),
           ("nouns", "9bbe15bf01ea8827fd5d68a81ee2b05e04bd5f79478d9027efec0b4dbd232ee6"),
@@ -99,9 +129,12 @@ DATASETS: dict[str, DataSet] = {d.key: d for d in [
            "8b1cf8fc3c9a10b12cf77902e8c2ff3d80e3fcfff2f177a00256925acb4f53a5")]],
     DataSet("alpaca", "alpaca_data.json", "Stanford Alpaca",
             "https://raw.githubusercontent.com/tatsu-lab/stanford_alpaca/main/alpaca_data.json",
-            None, "instruction/input/output JSON list"),
-    DataSet("dolly", "databricks-dolly-15k.jsonl", "databricks/databricks-dolly-15k", None, None,
-            "instruction/context/response JSONL"),
+            None, "instruction/input/output JSON list", auto=True),
+    DataSet("dolly", "databricks-dolly-15k.jsonl", "databricks/databricks-dolly-15k", None,
+            "2df9083338b4abd6bceb5635764dab5d833b393b55759dffb0959b6fcbf794ec",
+            "instruction/context/response JSONL",
+            hub=HubFile("databricks/databricks-dolly-15k", "databricks-dolly-15k.jsonl",
+                        "d72c16e4644a463b9c678c71d9440befd4594556")),
     DataSet("samsum", "samsum.jsonl", "SAMSum (Gliwa et al., 2019)", None, None,
             "dialogue/summary JSON or JSONL"),
 ]}
@@ -122,42 +155,22 @@ def cache_dir() -> Path:
 
 
 def locate(key: str, data_dir: str | os.PathLike | None = None) -> Path:
-    """Path of data set ``key``: found on the search path, else downloaded, else InputError."""
+    """Path of data set ``key``: found on the search path, else downloaded (from the mirror,
+    or for the ``auto`` sets from their public address), else InputError."""
     ds = DATASETS[key]
     dirs = search_path(data_dir)
     for d in dirs:
         if (d / ds.filename).is_file():
             return d / ds.filename
-    url = _download_url(ds)
-    if url:
-        return _download(ds, url)
+    mirror = os.environ.get("VALUEHARMS_MIRROR")
+    if mirror or (ds.auto and ds.url):
+        from .fetch import download
+
+        return download(ds, progress=False)
     raise InputError(
         f"missing data file {ds.filename} ({ds.origin}); looked in "
-        f"{', '.join(str(d) for d in dirs)}; put it in one of these or pass --data-dir DIR")
-
-
-def _download_url(ds: DataSet) -> str | None:
-    mirror = os.environ.get("VALUEHARMS_MIRROR")
-    return f"{mirror.rstrip('/')}/{ds.filename}" if mirror else ds.url
-
-
-def _download(ds: DataSet, url: str) -> Path:
-    target = cache_dir() / ds.filename
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            payload = response.read()
-    except OSError as exc:
-        raise InputError(f"missing data file {ds.filename}: download from {url} failed ({exc}); "
-                         f"place the file in a data directory or pass --data-dir DIR") from None
-    digest = hashlib.sha256(payload).hexdigest()
-    if ds.sha256 and digest != ds.sha256:
-        raise InputError(f"downloaded {ds.filename} from {url} has sha256 {digest}, "
-                         f"expected {ds.sha256}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(target.suffix + ".part")
-    tmp.write_bytes(payload)
-    tmp.replace(target)
-    return target
+        f"{', '.join(str(d) for d in dirs)}; run `valueharms data fetch {key}`, put it in one "
+        f"of these or pass --data-dir DIR")
 
 
 # --------------------------------------------------------------------------- raw text

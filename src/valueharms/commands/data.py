@@ -10,8 +10,24 @@ from . import add_data_dir, add_options, add_subcommands, options_from
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("data", help="build training data (vim)")
+    parser = sub.add_parser("data", help="get the data sets (fetch, list); build training data "
+                                         "(vim)")
     cmds = add_subcommands(parser, "data_command")
+
+    p = cmds.add_parser("fetch", help="download data sets from their public sources into the "
+                                      "cache, checking each checksum")
+    p.add_argument("names", nargs="*", metavar="NAME", help="data sets (see `valueharms data "
+                                                            "list`)")
+    p.add_argument("--all", action="store_true", help="every data set that has a public source")
+    p.add_argument("--force", action="store_true", help="download even when a good copy exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_data_dir(p)
+    p.set_defaults(func=_fetch)
+
+    p = cmds.add_parser("list", help="each data set: where it was found, whether its checksum "
+                                     "matches, where it comes from")
+    add_data_dir(p)
+    p.set_defaults(func=_list)
 
     p = cmds.add_parser("vim", help="VIM stage-1 and stage-2 examples for target profiles")
     who = p.add_mutually_exclusive_group(required=True)
@@ -24,6 +40,36 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output directory")
     add_data_dir(p)
     p.set_defaults(func=_vim)
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from .. import fetch
+    from ..errors import InputError
+    from ..sources import DATASETS
+
+    if bool(args.names) == args.all:
+        raise InputError("data fetch: name the data sets or give --all")
+    names = args.names
+    if args.all:
+        names = [k for k, ds in DATASETS.items() if ds.url or ds.hub]
+        for key in sorted(set(DATASETS) - set(names)):
+            print(f"note: {key}: no public source to fetch from ({DATASETS[key].origin})",
+                  file=sys.stderr)
+    for key, path in zip(names, fetch.fetch(names, force=args.force,
+                                            progress=not args.no_progress,
+                                            data_dir=args.data_dir)):
+        print(f"{key}: {path}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from .. import fetch
+    from ..sources import DATASETS
+
+    print(f"{'data set':38} {'checksum':9} found at")
+    for key in DATASETS:
+        print(fetch.find(key, args.data_dir).line())
+    return 0
 
 
 def _vim(args: argparse.Namespace) -> int:

@@ -1,0 +1,144 @@
+"""Getting the data sets: ``valueharms data fetch`` and ``valueharms data list``.
+
+Every set comes from its public source: a raw file address (the paper's repository at a
+pinned commit, HolisticBias, AdvBench, Alpaca) or a Hugging Face dataset file at a pinned
+revision, fetched with ``huggingface_hub`` (``$HF_TOKEN`` for gated ones). ``$VALUEHARMS_MIRROR``
+replaces every source by ``MIRROR/<file name>`` (an offline copy, a test server). A file goes
+into the cache only whole and only when its checksum matches.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .errors import InputError
+from .sources import DATASETS, DataSet, cache_dir, search_path
+
+CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Found:
+    """Where a data set was found and whether its checksum matches."""
+
+    key: str
+    path: Path | None  # None: in no data directory
+    checksum: str  # ok, MISMATCH, unchecked (no published checksum), missing
+
+    def line(self) -> str:
+        """One line of ``valueharms data list``."""
+        return f"{self.key:38} {self.checksum:9} {self.path or '-'}"
+
+
+def source(ds: DataSet) -> str:
+    """Where ``valueharms data fetch`` gets ``ds`` (the mirror when one is set)."""
+    mirror = os.environ.get("VALUEHARMS_MIRROR")
+    if mirror:
+        return f"{mirror.rstrip('/')}/{ds.filename}"
+    if ds.hub:
+        return f"hf://datasets/{ds.hub.repo}@{ds.hub.revision}/{ds.hub.filename}"
+    if ds.url:
+        return ds.url
+    raise InputError(f"data set {ds.key}: no public source to fetch it from ({ds.origin}); put "
+                     f"{ds.filename} in a data directory or pass --data-dir DIR")
+
+
+def sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(ds: DataSet, *, progress: bool = True) -> Path:
+    """Fetch ``ds`` into the cache (see the module notes); InputError when it fails."""
+    target = cache_dir() / ds.filename
+    where = source(ds)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".fetch.") as tmp:
+        part = Path(tmp) / Path(ds.filename).name
+        try:
+            if ds.hub and not os.environ.get("VALUEHARMS_MIRROR"):
+                _from_hub(ds, part)
+            else:
+                _from_url(where, part, ds.filename, progress)
+        except OSError as exc:
+            raise InputError(f"missing data file {ds.filename}: download from {where} failed "
+                             f"({exc}); place the file in a data directory or pass "
+                             f"--data-dir DIR") from None
+        digest = sha256(part)
+        if ds.sha256 and digest != ds.sha256:
+            raise InputError(f"downloaded {ds.filename} from {where} has sha256 {digest}, "
+                             f"expected {ds.sha256}")
+        os.replace(part, target)
+    return target
+
+
+def _from_url(url: str, out: Path, label: str, progress: bool) -> None:
+    with urllib.request.urlopen(url, timeout=60) as response, open(out, "wb") as fh:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=not progress) as bar:
+            for block in iter(lambda: response.read(CHUNK), b""):
+                fh.write(block)
+                bar.update(len(block))
+
+
+def _from_hub(ds: DataSet, out: Path) -> None:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
+
+    assert ds.hub is not None
+    token = os.environ.get("HF_TOKEN") or None
+    if ds.hub.gated and not token:
+        raise InputError(f"data set {ds.key}: {ds.hub.repo} is gated on Hugging Face; accept "
+                         f"its terms there and set $HF_TOKEN")
+    try:
+        path = hf_hub_download(ds.hub.repo, ds.hub.filename, repo_type="dataset",
+                               revision=ds.hub.revision, token=token, local_dir=out.parent)
+    except GatedRepoError:
+        raise InputError(f"data set {ds.key}: {ds.hub.repo} is gated; $HF_TOKEN must belong "
+                         f"to an account that accepted its terms") from None
+    except HfHubHTTPError as exc:
+        raise OSError(str(exc).splitlines()[0]) from None
+    if Path(path) != out:
+        shutil.move(path, out)
+
+
+def fetch(keys: Sequence[str], *, force: bool = False, progress: bool = True,
+          data_dir: str | None = None) -> list[Path]:
+    """Each set of ``keys`` into the cache, unless a good copy is found already (``force``:
+    fetch anyway). Every name is checked before anything is fetched."""
+    unknown = [k for k in keys if k not in DATASETS]
+    if unknown:
+        raise InputError(f"data set {unknown[0]!r}: unknown; expected one of "
+                         f"{', '.join(DATASETS)}")
+    for key in keys:
+        source(DATASETS[key])  # every set has somewhere to come from, before any download
+    paths = []
+    for key in keys:
+        found = find(key, data_dir)
+        paths.append(found.path if found.path and found.checksum != "MISMATCH" and not force
+                     else download(DATASETS[key], progress=progress))
+    return paths
+
+
+def find(key: str, data_dir: str | None = None) -> Found:
+    """Where data set ``key`` is found on the search path, and its checksum state."""
+    ds = DATASETS[key]
+    for folder in search_path(data_dir):
+        path = folder / ds.filename
+        if path.is_file():
+            state = "unchecked" if not ds.sha256 else "ok" if sha256(path) == ds.sha256 \
+                else "MISMATCH"
+            return Found(key, path, state)
+    return Found(key, None, "missing")
