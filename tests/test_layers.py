@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "valueharms"
 # scoring, nor the other way round).
 LAYERS = [
     {"errors", "values", "records", "measures", "files", "io", "config", "remote"},
-    {"sources", "targets", "chat", "benchmarks", "models", "systems", "prompts"},
+    {"sources", "fetch", "targets", "chat", "benchmarks", "models", "systems", "prompts"},
     {"generate", "score"},
     {"align", "analyze"},
     {"report"},
