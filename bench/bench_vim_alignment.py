@@ -85,8 +85,12 @@ def describe_training(run: dict) -> list[str]:
         lines.append(f"{run['target']} {stage}: {result.n_train} train / {result.n_valid} valid "
                      f"examples, {len(curve)} steps, loss first 3 {sum(head) / len(head):.3f} "
                      f"-> last 3 {sum(tail) / len(tail):.3f}, valid loss "
-                     f"{result.best_valid_loss if result.best_valid_loss is None else round(result.best_valid_loss, 4)}")
+                     f"{_rounded(result.best_valid_loss)}")
     return lines
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def main() -> None:

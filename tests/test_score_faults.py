@@ -7,8 +7,8 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path

@@ -284,21 +284,6 @@ class GenerationOptions(BackendOptions):
                                   "in one); with vllm at most max_loras of them with adapters")
 
 
-# ----------------------------------------------------------------------------- alignment check
-
-class AlignmentOptions(Options):
-    """The alignment check: survey answers on held-out arguments (``evaluate alignment``)."""
-
-    method: AlignmentMethod = Field("generate", description="generate: parse the number from a "
-                                    "greedy reply (unclear replies are counted, not guessed); "
-                                    "likelihood: the likeliest of the tokens 1-6")
-    limit: int | None = Field(None, ge=1, description="only the first N test arguments")
-    batch_size: int = Field(8, ge=1, description="survey items per batch")
-    form: PromptForm = Field("auto", description="chat template, plain text, or chat when the "
-                             "model has a template")
-    device: str | None = Field(None, description="cpu, cuda, cuda:1 ...")
-
-
 # ----------------------------------------------------------------------------- analysis
 
 class MetricsOptions(Options):

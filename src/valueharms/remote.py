@@ -16,9 +16,10 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from typing import Any, TypeVar
 
 log = logging.getLogger("valueharms.remote")
 OPENAI_URL = "https://api.openai.com/v1"
@@ -126,6 +127,7 @@ class Stats:
 
 
 def redact(text: str, *secrets: str | None) -> str:
+    """``text`` with every secret replaced by ``[redacted]``."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, "[redacted]")
@@ -185,10 +187,11 @@ class InFlight:
 
     def get(self, text: str, compute: Callable[[], T], stats: Stats) -> T:
         with self._lock:
-            future = self._futures.get(text)
-            owner = future is None
+            found = self._futures.get(text)
+            owner = found is None
+            future: Future[Any] = Future() if found is None else found
             if owner:
-                future = self._futures[text] = Future()
+                self._futures[text] = future
         if not owner:
             stats.add(deduplicated=1)
             return future.result()

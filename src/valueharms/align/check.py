@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -168,8 +168,9 @@ def ask(backend, subject: Subject, items: Sequence[Item], method: str = "generat
         failed = [r.error for r in results if not r.ok]
         if failed:
             raise RuntimeError(f"survey generation failed: {failed[0]}")
-        replies = {q: (r.text, None, _float(parse_survey_answer(r.text)))
-                   for q, r in zip(questions, results)}
+        replies: dict[str, tuple[str | None, tuple[float, ...] | None, float | None]] = {
+            q: (r.text, None, _float(parse_survey_answer(r.text)))
+            for q, r in zip(questions, results)}
     else:
         if not isinstance(backend, ChoiceScorer):
             raise InputError(f"--method {method}: this backend cannot score answer tokens; use "

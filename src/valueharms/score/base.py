@@ -80,7 +80,7 @@ class RemoteScorer(Scorer):
         self._secret = secret
         # Settled verdicts are reused for repeated texts (RTP samples at temperature 0.1 often
         # repeat); failed ones are asked again.
-        self._inflight = InFlight(keep=lambda v: v.status in (OK, UNSCORABLE))
+        self._inflight = InFlight(keep=lambda v: getattr(v, "status", None) in (OK, UNSCORABLE))
 
     def request(self, text: str) -> Verdict:
         raise NotImplementedError

@@ -2,5 +2,15 @@
 
 Kept for one release so that ``from valueharms.score.client import call`` still works.
 """
-from ..remote import (Failed, InFlight, Permanent, Policy, RateLimiter, Stats,  # noqa: F401
-                      Transient, Unscorable, call, redact)
+from ..remote import (  # noqa: F401
+                      Failed,
+                      InFlight,
+                      Permanent,
+                      Policy,
+                      RateLimiter,
+                      Stats,
+                      Transient,
+                      Unscorable,
+                      call,
+                      redact,
+)
