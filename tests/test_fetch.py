@@ -71,14 +71,3 @@ def test_bad_fetches_exit_2_with_one_line(tmp_path, mirror, args, says):
     assert result.returncode == 2 and says in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
-
-def test_a_missing_file_names_the_fetch_command(tmp_path, monkeypatch):
-    from valueharms import sources
-    from valueharms.errors import InputError
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("VALUEHARMS_DATA", raising=False)
-    monkeypatch.delenv("VALUEHARMS_MIRROR", raising=False)
-    monkeypatch.setenv("VALUEHARMS_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(InputError, match="run `valueharms data fetch ess`"):
-        sources.locate("ess")

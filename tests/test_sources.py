@@ -75,7 +75,8 @@ def test_missing_file_message(tmp_path, monkeypatch):
     monkeypatch.delenv("VALUEHARMS_DATA", raising=False)
     monkeypatch.delenv("VALUEHARMS_MIRROR", raising=False)
     monkeypatch.setenv("VALUEHARMS_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(InputError, match="missing data file valueEval_10.csv.*looked in.*--data-dir"):
+    with pytest.raises(InputError, match="missing data file valueEval_10.csv.*looked in.*run "
+                                         "`valueharms data fetch valueeval`.*--data-dir"):
         sources.locate("valueeval", tmp_path / "nowhere")
 
 
