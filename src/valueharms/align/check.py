@@ -354,14 +354,14 @@ def profiles_csv(asked: Sequence[Asked]) -> str:
     """measured_profiles.csv: each system's measured profile over all its answers, in the
     profile-file format (name + 10 values) the report reads; a system with a value it never
     answered is left out (a profile needs all ten)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["name", *VALUES])
+    from ..targets import profiles_csv as write_profiles
+
+    profiles = []
     for a in asked:
         measured, _ = mean_per_value(a.answers)
         if all(m is not None for m in measured):
-            writer.writerow([a.subject.key, *(f"{m:.4f}" for m in measured)])
-    return buf.getvalue()
+            profiles.append(Profile(a.subject.key, tuple(float(m) for m in measured if m is not None)))
+    return write_profiles(profiles, digits=4)
 
 
 def answer_records(result: CheckResult) -> list[dict]:
