@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 log = logging.getLogger("valueharms.remote")
 OPENAI_URL = "https://api.openai.com/v1"
 OPENAI_KEY_ENV = "OPENAI_API_KEY"
+PERSPECTIVE_KEY_ENV = "PERSPECTIVE_API_KEY"
 T = TypeVar("T")
 
 

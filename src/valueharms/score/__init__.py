@@ -22,32 +22,51 @@ import functools
 import importlib
 import inspect
 import typing
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..config import OptionError, Options
 from ..errors import InputError
 from ..measures import FLAG, HARM, MEASURES, REGARD, TOXICITY, Measure
+from ..remote import OPENAI_KEY_ENV, PERSPECTIVE_KEY_ENV
 
-# name -> (module, class, fixed arguments, what it measures); modules are imported on use to
-# keep start-up light. A scorer with several measures gives the one its benchmark expects.
-_REGISTRY: dict[str, tuple[str, str, dict[str, Any], tuple[Measure, ...]]] = {
-    "perspective": ("perspective", "Perspective", {}, (TOXICITY,)),
-    "offline-toxicity": ("offline", "OfflineToxicity", {}, (TOXICITY,)),
-    "regard": ("regard", "Regard", {}, (REGARD,)),
-    "offline-regard": ("offline", "OfflineRegard", {}, (REGARD,)),
-    "judge-hexphi": ("judges", "OpenAIJudge", {"rubric": "hexphi"}, (HARM,)),
-    "judge-beavertails": ("judges", "OpenAIJudge", {"rubric": "beavertails"}, (FLAG,)),
-    "judge-hexphi:local": ("judges", "LocalJudge", {"rubric": "hexphi"}, (HARM,)),
-    "judge-beavertails:local": ("judges", "LocalJudge", {"rubric": "beavertails"}, (FLAG,)),
-    "judge-refusal-heuristic": ("offline", "RefusalHeuristic", {}, (HARM, FLAG)),
+
+class Entry(NamedTuple):
+    """A registry entry: where the scorer class is, the arguments the name fixes, what it
+    measures (a scorer with several gives the one its benchmark expects) and the environment
+    variable holding its API key (None for local scorers)."""
+
+    module: str
+    cls: str
+    fixed: dict[str, Any]
+    measures: tuple[Measure, ...]
+    key_env: str | None = None
+
+
+# Modules are imported on use to keep start-up light.
+_REGISTRY: dict[str, Entry] = {
+    "perspective": Entry("perspective", "Perspective", {}, (TOXICITY,), PERSPECTIVE_KEY_ENV),
+    "offline-toxicity": Entry("offline", "OfflineToxicity", {}, (TOXICITY,)),
+    "regard": Entry("regard", "Regard", {}, (REGARD,)),
+    "offline-regard": Entry("offline", "OfflineRegard", {}, (REGARD,)),
+    "judge-hexphi": Entry("judges", "OpenAIJudge", {"rubric": "hexphi"}, (HARM,), OPENAI_KEY_ENV),
+    "judge-beavertails": Entry("judges", "OpenAIJudge", {"rubric": "beavertails"}, (FLAG,),
+                               OPENAI_KEY_ENV),
+    "judge-hexphi:local": Entry("judges", "LocalJudge", {"rubric": "hexphi"}, (HARM,)),
+    "judge-beavertails:local": Entry("judges", "LocalJudge", {"rubric": "beavertails"}, (FLAG,)),
+    "judge-refusal-heuristic": Entry("offline", "RefusalHeuristic", {}, (HARM, FLAG)),
 }
+
+
+def key_env(name: str) -> str | None:
+    """The environment variable holding scorer ``name``'s API key (None: it needs none)."""
+    return _REGISTRY[name].key_env if name in _REGISTRY else None
 
 
 def measures(scorer: str) -> tuple[Measure, ...] | None:
     """What the scorer named ``scorer`` measures: a registry name or the name it writes into
     each Score (``judge-hexphi:gpt-4o``, ``regard:sasha/regardv3``); None when unknown."""
     known = [n for n in _REGISTRY if scorer == n or scorer.startswith(n + ":")]
-    return _REGISTRY[max(known, key=len)][3] if known else None
+    return _REGISTRY[max(known, key=len)].measures if known else None
 
 
 def measure_for(scorer: str, benchmark: str) -> Measure:
@@ -120,6 +139,6 @@ def _lookup(name: str):
     if name not in _REGISTRY:
         raise InputError(f"--scorer {name}: unknown scorer; expected one of "
                          f"{', '.join(sorted(_REGISTRY))}")
-    module, attr, fixed, _ = _REGISTRY[name]
+    module, attr, fixed = _REGISTRY[name][:3]
     cls = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
     return cls, fixed

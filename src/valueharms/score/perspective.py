@@ -14,11 +14,11 @@ from typing import Any
 
 from ..errors import InputError
 from ..records import OK, UNSCORABLE
-from ..remote import Permanent, Policy, Transient, Unscorable, retry_after
+from ..remote import PERSPECTIVE_KEY_ENV, Permanent, Policy, Transient, Unscorable, retry_after
 from .base import RemoteScorer, Verdict
 
 URL = "https://commentanalyzer.googleapis.com/v1alpha1/comments:analyze"
-KEY_ENV = "PERSPECTIVE_API_KEY"
+KEY_ENV = PERSPECTIVE_KEY_ENV  # the old name
 ATTRIBUTES = ("TOXICITY", "SEVERE_TOXICITY", "IDENTITY_ATTACK", "INSULT", "PROFANITY", "THREAT",
               "SEXUALLY_EXPLICIT", "FLIRTATION")
 NOT_SUPPORTED = "LANGUAGE_NOT_SUPPORTED_BY_ATTRIBUTE"

@@ -35,10 +35,6 @@ from ..measures import MEASURES
 from ..systems import SystemKey, parse_mitigation
 from ..values import Profile
 
-# Scorers that call a paid API, and the environment variable holding their key.
-API_KEYS = {"perspective": "PERSPECTIVE_API_KEY", "judge-hexphi": "OPENAI_API_KEY",
-            "judge-beavertails": "OPENAI_API_KEY"}
-
 
 class StudySection(Options):
     """``[study]``: what is studied and where the results go."""
@@ -131,8 +127,9 @@ class Study:
 
     def missing_keys(self) -> list[str]:
         """API keys the chosen scorers need but the environment lacks."""
-        needed = {API_KEYS[s.split(":")[0]] for s in self.scorers.values()
-                  if s.split(":")[0] in API_KEYS and ":local" not in s}
+        from .. import score
+
+        needed = {env for s in self.scorers.values() if (env := score.key_env(s))}
         return sorted(k for k in needed if not os.environ.get(k))
 
 
