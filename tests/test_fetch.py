@@ -45,7 +45,7 @@ def test_fetch_puts_checked_files_in_the_cache_and_list_shows_them(tmp_path, mir
     listing = run_cli("data", "list", cwd=tmp_path, env=env)
     rows = {line.split()[0]: line.split()[1:] for line in listing.stdout.splitlines()[1:]}
     assert rows["valueeval"] == ["ok", str(cache / "valueEval_10.csv")]
-    assert rows["hexphi"] == ["missing", "-"]
+    assert rows["hexphi"] == ["missing", f"{mirror}/hex-phi.csv"]  # where it would come from
     again = run_cli("data", "fetch", "valueeval", "--no-progress", cwd=tmp_path, env=env)
     assert again.returncode == 0 and again.stderr == ""  # found, checked: not fetched again
 

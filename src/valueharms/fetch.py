@@ -33,9 +33,9 @@ class Found:
     path: Path | None  # None: in no data directory
     checksum: str  # ok, MISMATCH, unchecked (no published checksum), missing
 
-    def line(self) -> str:
-        """One line of ``valueharms data list``."""
-        return f"{self.key:38} {self.checksum:9} {self.path or '-'}"
+    def line(self, source: str = "-") -> str:
+        """One line of ``valueharms data list``: the path, else where it would come from."""
+        return f"{self.key:38} {self.checksum:9} {self.path or source}"
 
 
 def source(ds: DataSet) -> str:

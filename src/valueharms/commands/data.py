@@ -66,9 +66,10 @@ def _list(args: argparse.Namespace) -> int:
     from .. import fetch
     from ..sources import DATASETS
 
-    print(f"{'data set':38} {'checksum':9} found at")
-    for key in DATASETS:
-        print(fetch.find(key, args.data_dir).line())
+    print(f"{'data set':38} {'checksum':9} found at / fetched from")
+    for key, ds in DATASETS.items():
+        origin = fetch.source(ds) if ds.url or ds.hub else "(no public source)"
+        print(fetch.find(key, args.data_dir).line(origin))
     return 0
 
 
