@@ -30,7 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from fakes import FakeJudge, FakePerspective  # noqa: E402
-
 from valueharms.records import Generation  # noqa: E402
 from valueharms.score import get_scorer  # noqa: E402
 from valueharms.score.judges import parse_hexphi  # noqa: E402

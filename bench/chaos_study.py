@@ -29,7 +29,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from dataclasses import asdict, dataclass

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from valueharms.cli import main
 from conftest import DATA, need_data
+from valueharms.cli import main
 
 
 def valueeval_head() -> list[str]:
@@ -133,7 +133,8 @@ CASES = {
                             ess_with(lambda h: h + "\n1," + ",".join(["7"] * 21) + "\n"), "ess.csv"),
     "ess missing item": file_case(["targets", "derive", "--ess", "{file}", "--coding", "raw",
                                    "--out", "{tmp}/out/t.csv"], "ess.csv",
-                                  ess_with(lambda h: h.rsplit(",", 1)[0] + "\n1," + ",".join(["3"] * 20) + "\n"),
+                                  ess_with(lambda h: h.rsplit(",", 1)[0] + "\n1,"
+                                           + ",".join(["3"] * 20) + "\n"),
                                   "ess.csv"),
     "ess text code": file_case(["targets", "derive", "--ess", "{file}", "--coding", "raw", "--out",
                                 "{tmp}/out/t.csv"], "ess.csv",

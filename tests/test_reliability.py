@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from fakes import FakePerspective, fake_toxicity
 from test_score_faults import check_complete, gens, keyed, read, write
+
 from conftest import ROOT, cli_exe
+from fakes import FakePerspective, fake_toxicity
 from valueharms.io import exclusive
 
 P_KEY = "pk-RELIABILITY-1"

@@ -14,8 +14,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from fakes import FakeJudge, FakePerspective, fake_harm, fake_toxicity
 
+from fakes import FakeJudge, FakePerspective, fake_harm, fake_toxicity
 from valueharms.score import get_scorer
 from valueharms.score.run import score_file
 

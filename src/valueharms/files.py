@@ -12,9 +12,9 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from .errors import InputError
 
@@ -50,6 +50,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
+    """Write ``records`` as JSON lines, atomically."""
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
@@ -149,7 +150,7 @@ class JsonlAppender:
         finally:
             self._lock.__exit__(None, None, None)
 
-    def __enter__(self) -> "JsonlAppender":
+    def __enter__(self) -> JsonlAppender:
         return self
 
     def __exit__(self, *exc) -> None:
