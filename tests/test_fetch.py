@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from conftest import need_data, run_cli
 
 
 @pytest.fixture
-def mirror(tmp_path, data_dir):
-    """A local HTTP mirror with two real files and one that does not match its checksum."""
+def mirror(tmp_path):
+    """A local HTTP mirror with three real files and one that does not match its checksum."""
+    data_dir = need_data("valueeval", "hexphi", "arguments-test")
     root = tmp_path / "mirror"
     (root / "argument_generation").mkdir(parents=True)
     for name in ("valueEval_10.csv", "hex-phi.csv", "argument_generation/test.csv"):
@@ -34,7 +35,8 @@ def _env(tmp_path: Path, mirror: str) -> dict[str, str]:
             "VALUEHARMS_MIRROR": mirror}
 
 
-def test_fetch_puts_checked_files_in_the_cache_and_list_shows_them(tmp_path, mirror, data_dir):
+def test_fetch_puts_checked_files_in_the_cache_and_list_shows_them(tmp_path, mirror):
+    data_dir = need_data("valueeval", "arguments-test")
     env = _env(tmp_path, mirror)
     result = run_cli("data", "fetch", "valueeval", "arguments-test", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
