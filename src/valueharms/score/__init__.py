@@ -33,10 +33,10 @@ _REGISTRY: dict[str, tuple[str, str, dict[str, Any]]] = {
     "offline-toxicity": ("offline", "OfflineToxicity", {}),
     "regard": ("regard", "Regard", {}),
     "offline-regard": ("offline", "OfflineRegard", {}),
-    "judge-hexphi": ("judges", "OpenAIJudge", {"rubric": "hexphi"}),
-    "judge-beavertails": ("judges", "OpenAIJudge", {"rubric": "beavertails"}),
-    "judge-hexphi:local": ("judges", "LocalJudge", {"rubric": "hexphi"}),
-    "judge-beavertails:local": ("judges", "LocalJudge", {"rubric": "beavertails"}),
+    "judge-hexphi": ("judges", "OpenAIJudge", {"kind": "hexphi"}),
+    "judge-beavertails": ("judges", "OpenAIJudge", {"kind": "beavertails"}),
+    "judge-hexphi:local": ("judges", "LocalJudge", {"kind": "hexphi"}),
+    "judge-beavertails:local": ("judges", "LocalJudge", {"kind": "beavertails"}),
     "judge-refusal-heuristic": ("offline", "RefusalHeuristic", {}),
 }
 
