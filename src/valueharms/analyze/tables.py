@@ -18,7 +18,7 @@ HEADLINE = {"rtp": ("expected_max_toxicity", "toxicity_probability"),
             "hexphi": ("mean_harm_score", "harmfulness_rate"),
             "beavertails": ("flagged_rate",),
             "advbench": ("mean_harm_score", "harmfulness_rate")}
-STRATEGIES = ("none", "safety", "value", "dual")
+STRATEGIES = ("none", "safety", "safety-strict", "value", "dual")
 
 
 def parse_system(key: str) -> SystemKey:

@@ -184,7 +184,7 @@ def mitigation_bars(mitigation: pd.DataFrame) -> Figure:
     rows = mitigation[mitigation["category"] == "all"]
     groups = list(rows.groupby(["benchmark", "metric", "scorer"], sort=True))
     fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.6), squeeze=False)
-    colours = dict(zip(tables.STRATEGIES, ("#7f7f7f", "#1f77b4", "#2ca02c", "#9467bd")))
+    colours = dict(zip(tables.STRATEGIES, ("#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")))
     for ax, ((bench, metric, scorer), part) in zip(axes.flat, groups):
         wide = part.pivot_table(index="system_type", columns="strategy", values="value")
         wide = wide[[s for s in tables.STRATEGIES if s in wide.columns]]

@@ -52,7 +52,7 @@ class SystemsSection(Options):
     """``[systems]``: the systems under test."""
 
     methods: Names = Field(("vanilla",), description="vanilla, prompt, vim, benign:<dataset>")
-    mitigations: Names = Field(("none",), description="none, safety, value:<Value>, "
+    mitigations: Names = Field(("none",), description="none, safety, safety-strict, value:<Value>, "
                                "dual:<Value>")
 
 
