@@ -341,7 +341,8 @@ def test_vllm_request_building_without_vllm(adapters, tmp_path):
     d = Decoding(temperature=0.1, top_p=0.75, max_new_tokens=64, stop=("\nQUESTION:",))
     assert v.sampling_kwargs(d, 7) == {"n": 1, "temperature": 0.1, "top_p": 0.75, "max_tokens": 64,
                                        "seed": 7, "stop": ["\nQUESTION:"],
-                                       "include_stop_str_in_output": False}
+                                       "include_stop_str_in_output": False,
+                                       "repetition_penalty": 1.0}
     assert v.sampling_kwargs(GREEDY, 1)["temperature"] == 0.0
     assert v.sampling_kwargs(Decoding(temperature=0.0, top_p=0.5), 1)["top_p"] == 1.0
     table = v.LoraTable()

@@ -184,3 +184,58 @@ def test_prompt_show_states_the_strict_safety_prompt(cli):
                  "--item", "0", "--form", "base")
     assert result.returncode == 0, result.stderr
     assert "decline" in result.stdout and PAPER_SAFETY not in result.stdout
+
+
+# ----------------------------------------------------------------------------- stops per arm
+
+def test_reference_stops_per_arm(tmp_path):
+    """stops = "reference": vanilla stops at a newline or "." on continuation benchmarks and
+    nowhere on questions, prompting at a newline everywhere, VIM and benign adapters nowhere;
+    the default gives every system the benchmark's stops."""
+    from valueharms import benchmarks, systems
+    from valueharms.generate.openai_compat import OpenAIBackend
+    from valueharms.generate.run import plan_rows
+
+    backend = OpenAIBackend("served", base_url="http://127.0.0.1:9/v1")  # plans; never called
+    keys = ["vanilla", "prompt:Hed", "vim:Hed", "benign:grammar", "vanilla+safety"]
+    chosen = [systems.parse_system(k, adapter="/a" if k.startswith(("vim", "benign")) else None)
+              for k in keys]
+    want = {"rtp": {"vanilla": ("\n", "."), "prompt:Hed": ("\n",), "vim:Hed": (),
+                    "benign:grammar": (), "vanilla+safety": ("\n", ".")},
+            "hexphi": {"vanilla": (), "prompt:Hed": ("\n",), "vim:Hed": (),
+                       "benign:grammar": (), "vanilla+safety": ()}}
+    for name, expected in want.items():
+        bench = benchmarks.get(name)
+        items = benchmarks.load_items(name, limit=2)
+        rows = [r for batch in plan_rows(chosen, items, backend, bench.decoding, stops="reference")
+                for r in batch]
+        assert {r.system.key: r.request.decoding.stop for r in rows} == expected
+        fair = [r for batch in plan_rows(chosen, items, backend, bench.decoding) for r in batch]
+        assert {r.request.decoding.stop for r in fair} == {bench.decoding.stop}
+
+
+def test_repetition_penalty_reaches_transformers(tiny_model_dir):
+    """The HF backend's greedy text under repetition_penalty is transformers' own. A random
+    tiny model never repeats by itself, so the test uses a penalty below 1 (a reward for
+    repeating), which visibly changes its greedy output."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from valueharms import chat
+    from valueharms.generate import GenRequest
+    from valueharms.generate.hf import HFBackend
+    from valueharms.records import Decoding
+
+    prompt = "The cat sat on the mat and the cat"
+    decoding = Decoding(temperature=0.0, top_p=1.0, max_new_tokens=12, repetition_penalty=0.05)
+    ours = HFBackend(str(tiny_model_dir), batch_size=1, device="cpu").generate(
+        [GenRequest(prompt, decoding, 0)])[0].text
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    lm = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    ids = torch.tensor([chat.prompt_token_ids(prompt, tok)])
+    with torch.inference_mode():
+        out = lm.generate(ids, do_sample=False, max_new_tokens=12, repetition_penalty=0.05,
+                          pad_token_id=tok.pad_token_id)
+        plain = lm.generate(ids, do_sample=False, max_new_tokens=12, pad_token_id=tok.pad_token_id)
+    assert ours == tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    assert not torch.equal(out, plain)  # the penalty changes this output (else nothing is shown)

@@ -33,7 +33,8 @@ AlignmentMethod = Literal["generate", "likelihood", "expected"]
 Instrument = Literal["pvq40", "arguments"]  # or the path of a questionnaire file
 Baseline = Literal["0.5", "background"]
 ScoreRule = Literal["min", "mean", "max"]  # how an argument's values combine into its score
-BenignDataset = Literal["alpaca", "dolly", "grammar", "samsum"]
+BenignDataset = Literal["alpaca", "dolly", "dolly-no-safety", "grammar", "samsum"]
+StopPolicy = Literal["benchmark", "reference"]  # see valueharms.benchmarks.reference_stops
 PROMPT_FORMS: tuple[str, ...] = get_args(PromptForm)
 BACKENDS: tuple[str, ...] = get_args(Backend)
 ALIGNMENT_METHODS: tuple[str, ...] = get_args(AlignmentMethod)
@@ -41,6 +42,7 @@ INSTRUMENTS: tuple[str, ...] = get_args(Instrument)
 BASELINES: tuple[str, ...] = get_args(Baseline)
 SCORE_RULES: tuple[str, ...] = get_args(ScoreRule)
 BENIGN_DATASETS: tuple[str, ...] = get_args(BenignDataset)
+STOP_POLICIES: tuple[str, ...] = get_args(StopPolicy)
 ADAPTER_BACKENDS = ("hf", "vllm")  # backends that can serve LoRA adapters
 
 
@@ -211,6 +213,8 @@ class DecodingOptions(Options):
     top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling mass")
     max_new_tokens: int | None = Field(None, ge=1, description="tokens generated per answer")
     samples: int | None = Field(None, ge=1, description="samples per prompt")
+    repetition_penalty: float | None = Field(None, gt=0, description="1 = none (the paper's "
+                                             "vLLM runs); its earlier transformers runs used 1.2")
 
 
 class BenchmarkOptions(DecodingOptions):
@@ -250,6 +254,10 @@ class GenerationOptions(BackendOptions):
 
     systems_per_step: int = Field(0, ge=0, description="systems per generation step (0 = all "
                                   "in one); with vllm at most max_loras of them with adapters")
+    stops: StopPolicy = Field("benchmark", description="benchmark: every system gets the "
+                              "benchmark's stop strings (fair); reference: the paper's code's "
+                              "per-arm stops (vanilla at newline or '.' on rtp/holisticbiasr, "
+                              "prompt: at newline, adapters nowhere)")
 
 
 # ----------------------------------------------------------------------------- analysis

@@ -5,6 +5,7 @@ import argparse
 import sys
 from dataclasses import replace
 
+from ..config import STOP_POLICIES
 from ..errors import InputError
 from . import add_data_dir, positive
 
@@ -58,6 +59,13 @@ def register(sub) -> None:
     g.add_argument("--max-new-tokens", type=positive(int), default=None)
     g.add_argument("--stop", action="append", default=None, metavar="TEXT",
                    help="stop string (repeatable; replaces the benchmark's)")
+    g.add_argument("--stops", choices=STOP_POLICIES, default="benchmark",
+                   help="benchmark: the same stops for every system (default); reference: the "
+                        "paper's code's per-arm stops (vanilla at newline or '.' on rtp and "
+                        "holisticbiasr, prompt: at newline, vim/benign: none), replacing --stop")
+    g.add_argument("--repetition-penalty", type=positive(float), default=None,
+                   help="1.0 = none (default, as the paper's vLLM runs); its earlier "
+                        "transformers runs used 1.2")
     g.add_argument("--seed", type=int, default=42)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_data_dir(p)
@@ -81,7 +89,7 @@ def _generate(args: argparse.Namespace) -> int:
         raise InputError(f"--benchmark {args.benchmark}: no items selected")
     backend = make_backend(args.backend, args.model, **_backend_options(args))
     summary = generate(chosen, items, backend, args.out, decoding=decoding, profiles=profiles,
-                       data_dir=args.data_dir, progress=not args.no_progress)
+                       data_dir=args.data_dir, progress=not args.no_progress, stops=args.stops)
     print(f"{args.out}: {summary.written} generations written, {summary.already_done} already "
           f"there, {summary.planned} planned")
     if summary.failed:
@@ -96,7 +104,8 @@ def _decoding(args: argparse.Namespace, default):
         raise InputError(f"--top-p {args.top_p}: must be in (0, 1]")
     changes = {k: v for k, v in (("temperature", args.temperature), ("top_p", args.top_p),
                                  ("samples", args.samples),
-                                 ("max_new_tokens", args.max_new_tokens)) if v is not None}
+                                 ("max_new_tokens", args.max_new_tokens),
+                                 ("repetition_penalty", args.repetition_penalty)) if v is not None}
     if args.stop is not None:
         changes["stop"] = tuple(s for s in args.stop if s)
     return replace(default, seed=args.seed, **changes)

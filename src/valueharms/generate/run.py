@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .. import targets
+from .. import benchmarks, targets
 from ..errors import InputError
 from ..io import JsonlAppender
 from ..records import BenchmarkItem, Decoding, Generation, System, to_json
@@ -63,8 +63,12 @@ def failures_path(out_file: str | os.PathLike) -> Path:
 
 def plan_rows(systems: list[System], items: list[BenchmarkItem], backend: Backend,
               decoding: Decoding, profiles: dict[str, Profile] | None = None,
-              data_dir: str | None = None) -> list[list[Row]]:
-    """Every row, cut into the batches the backend will see (a pure function of the inputs)."""
+              data_dir: str | None = None, stops: str = "benchmark") -> list[list[Row]]:
+    """Every row, cut into the batches the backend will see (a pure function of the inputs).
+
+    ``stops``: ``benchmark`` keeps ``decoding``'s stops for every system; ``reference`` gives
+    each system kind the paper's code's stops (:func:`valueharms.benchmarks.reference_stops`).
+    """
     keys = [s.key for s in systems]
     if len(set(keys)) != len(keys):
         raise InputError(f"--system: {next(k for k in keys if keys.count(k) > 1)!r} given twice")
@@ -76,10 +80,10 @@ def plan_rows(systems: list[System], items: list[BenchmarkItem], backend: Backen
         profile = _profile(system, profiles, data_dir)
         for item in items:
             prompt = backend.prompt(system, item, profile)
+            arm = benchmarks.stops_for(stops, system.kind, item.benchmark, decoding)
             for sample in range(decoding.samples):
                 seed = row_seed(decoding.seed, system.key, item.benchmark, item.id, sample)
-                rows.append(Row(system, item, sample,
-                                GenRequest(prompt, decoding, seed, system.adapter)))
+                rows.append(Row(system, item, sample, GenRequest(prompt, arm, seed, system.adapter)))
     lengths = {p: backend.prompt_length(p) for p in {r.request.prompt for r in rows}}
     order = sorted(range(len(rows)), key=lambda i: (-lengths[rows[i].request.prompt], i))
     size = max(1, backend.batch_size)
@@ -129,9 +133,9 @@ def _done_keys(appender: JsonlAppender, planned: dict[tuple, Row], model: str) -
 def generate(systems: list[System], items: list[BenchmarkItem], backend: Backend,
              out_file: str | os.PathLike, *, decoding: Decoding,
              profiles: dict[str, Profile] | None = None, data_dir: str | None = None,
-             progress: bool = True) -> Summary:
+             progress: bool = True, stops: str = "benchmark") -> Summary:
     """Generate every missing (system, item, sample) of the plan into ``out_file``."""
-    batches = plan_rows(systems, items, backend, decoding, profiles, data_dir)
+    batches = plan_rows(systems, items, backend, decoding, profiles, data_dir, stops)
     planned = {row.key: row for batch in batches for row in batch}
     backend.load_adapters(sorted({s.adapter for s in systems if s.adapter}))
     fail_file = failures_path(out_file)

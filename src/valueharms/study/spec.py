@@ -52,8 +52,8 @@ class SystemsSection(Options):
     """``[systems]``: the systems under test."""
 
     methods: Names = Field(("vanilla",), description="vanilla, prompt, vim, benign:<dataset>")
-    mitigations: Names = Field(("none",), description="none, safety, safety-strict, value:<Value>, "
-                               "dual:<Value>")
+    mitigations: Names = Field(("none",), description="none, safety, safety-strict, "
+                               "value:<Value>, dual:<Value>")
 
 
 class StudyFile(Options):

@@ -78,7 +78,8 @@ def generate(step: Step, study: Study, out: Path, progress: bool) -> None:
     backend = make_backend(g.backend, _model(study), **backend_options)
     summary = run_generation(chosen, items, backend, out / "generations.jsonl", decoding=decoding,
                              profiles={t.name: t for t in study.targets},
-                             data_dir=study.data_dir, progress=progress)
+                             data_dir=study.data_dir, progress=progress,
+                             stops=g.stops)
     if summary.failed:
         # Not done: the next run retries only the failed rows.
         raise RuntimeError(f"{step.id}: {summary.failed} generations failed (see "
