@@ -239,3 +239,30 @@ def test_repetition_penalty_reaches_transformers(tiny_model_dir):
         plain = lm.generate(ids, do_sample=False, max_new_tokens=12, pad_token_id=tok.pad_token_id)
     assert ours == tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
     assert not torch.equal(out, plain)  # the penalty changes this output (else nothing is shown)
+
+
+# ----------------------------------------------------------------------------- dolly
+
+def test_dolly_no_safety_is_read_by_its_file_name(tmp_path, cli):
+    from valueharms import systems
+    from valueharms.align import benign
+
+    rows = [{"instruction": "Name a fruit.", "context": "", "response": "An apple.",
+             "category": "open_qa"},
+            {"instruction": "Summarise.", "context": "A long text.", "response": "Short.",
+             "category": "summarization"}]
+    (tmp_path / "databricks-dolly-15k-no-safety.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows))
+    data = benign.load("dolly-no-safety", data_dir=str(tmp_path))
+    assert [e.completion for e in data.train] == ["An apple.", "Short."]
+    assert data.source.endswith("databricks-dolly-15k-no-safety.jsonl")
+    assert {e.meta["dataset"] for e in data.train} == {"dolly-no-safety"}
+    assert len(benign.load("dolly-no-safety", data_dir=str(tmp_path),
+                           exclude_categories=["summarization"]).train) == 1
+    assert systems.parse_system("benign:Dolly-No-Safety", adapter="/a").key == \
+        "benign:dolly-no-safety"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = cli("train", "benign", "--dataset", "dolly-no-safety", "--data-dir", str(empty),
+                 "--out", str(tmp_path / "adapter"), env={"VALUEHARMS_CACHE": str(empty)})
+    assert result.returncode == 2 and "databricks-dolly-15k-no-safety.jsonl" in result.stderr

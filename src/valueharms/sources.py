@@ -102,6 +102,10 @@ DATASETS: dict[str, DataSet] = {d.key: d for d in [
             None, "instruction/input/output JSON list"),
     DataSet("dolly", "databricks-dolly-15k.jsonl", "databricks/databricks-dolly-15k", None, None,
             "instruction/context/response JSONL"),
+    DataSet("dolly-no-safety", "databricks-dolly-15k-no-safety.jsonl",
+            "Dolly with safety-flavoured responses removed (Qi et al., 2023, "
+            "LLM-Tuning-Safety/LLMs-Finetuning-Safety dolly_remove_safety.py); in the paper's "
+            "code's data folder", None, None, "instruction/context/response JSONL"),
     DataSet("samsum", "samsum.jsonl", "SAMSum (Gliwa et al., 2019)", None, None,
             "dialogue/summary JSON or JSONL"),
 ]}
