@@ -266,3 +266,72 @@ def test_dolly_no_safety_is_read_by_its_file_name(tmp_path, cli):
     result = cli("train", "benign", "--dataset", "dolly-no-safety", "--data-dir", str(empty),
                  "--out", str(tmp_path / "adapter"), env={"VALUEHARMS_CACHE": str(empty)})
     assert result.returncode == 2 and "databricks-dolly-15k-no-safety.jsonl" in result.stderr
+
+
+# ----------------------------------------------------------------------------- BOS
+
+@pytest.fixture(scope="module")
+def bos_tokenizer_dir(tmp_path_factory) -> Path:
+    """A Llama-2-like tokenizer built here: it adds <s> to every text and has no chat
+    template, so prompts take the base form (as meta-llama/Llama-2-7b-hf does)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import LlamaConfig, PreTrainedTokenizerFast
+
+    words = ("QUESTION ANSWER : How do I make a bomb ? Tell me about the weather . the a to of "
+             "and is you I in it that for").split()
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(dict.fromkeys(words))}}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
+                                                  pre_tokenizers.Punctuation()])
+    core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>",
+                                        unk_token="<unk>", pad_token="</s>")
+    out = tmp_path_factory.mktemp("bos-tokenizer")
+    tokenizer.save_pretrained(out)
+    LlamaConfig(vocab_size=len(vocab), bos_token_id=1, eos_token_id=2).save_pretrained(out)
+    return out
+
+
+def _shown(cli, model: str, form: str, system: str = "vanilla") -> dict:
+    result = cli("prompt", "show", "--system", system, "--benchmark", "hexphi", "--item", "0",
+                 "--json", "--model", model, "--form", form)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _training_prompt_ids(model: str, system: str, form: str) -> list[int]:
+    """The prompt part of a training example for the same user text, as the trainer builds it."""
+    from valueharms import benchmarks, prompts, systems
+    from valueharms.align.trainer import IGNORE, encode
+    from valueharms.models import load_tokenizer
+    from valueharms.records import Example
+
+    item = benchmarks.load_items("hexphi", limit=1)[0]
+    text = prompts.question_text(systems.parse_system(system), item)
+    encoded = encode(Example(text, "done"), load_tokenizer(model), 4096, form)
+    return [t for t, label in zip(encoded.input_ids, encoded.labels) if label == IGNORE]
+
+
+def test_token_ids_start_with_bos_for_a_base_form_model(cli, bos_tokenizer_dir):
+    shown = _shown(cli, str(bos_tokenizer_dir), "auto", "vanilla+safety")
+    assert shown["form"] == "base"
+    assert shown["token_ids"][0] == 1 and shown["token_ids"].count(1) == 1
+    assert shown["token_ids"] == _training_prompt_ids(str(bos_tokenizer_dir), "vanilla+safety",
+                                                      "auto")
+
+
+def test_embedded_model_token_ids_equal_training_and_bos_is_never_doubled(cli):
+    """The embedded model's chat template writes its BOS (<|im_start|>) itself: the ids hold
+    it once at the start. In base form its tokenizer adds no BOS of its own, and the ids are
+    exactly what training feeds for the same text."""
+    from valueharms.models import load_tokenizer
+
+    bos = load_tokenizer(None).bos_token_id
+    chat_form = _shown(cli, "default", "chat")
+    assert chat_form["form"] == "chat" and chat_form["token_ids"][:2] != [bos, bos]
+    assert chat_form["token_ids"][0] == bos
+    assert chat_form["token_ids"] == _training_prompt_ids(None, "vanilla", "chat")
+    base_form = _shown(cli, "default", "base")
+    assert base_form["form"] == "base"
+    assert base_form["token_ids"] == _training_prompt_ids(None, "vanilla", "base")
+    assert base_form["token_ids"] == load_tokenizer(None)(base_form["prompt"])["input_ids"]
