@@ -335,3 +335,32 @@ def test_embedded_model_token_ids_equal_training_and_bos_is_never_doubled(cli):
     assert base_form["form"] == "base"
     assert base_form["token_ids"] == _training_prompt_ids(None, "vanilla", "base")
     assert base_form["token_ids"] == load_tokenizer(None)(base_form["prompt"])["input_ids"]
+
+
+def test_scored_span_is_read_from_the_scorer_name():
+    from valueharms.score import scored_span
+
+    assert scored_span("perspective:TOXICITY") == "continuation"
+    assert scored_span("regard:sasha/regardv3") == "prompt+first-sentence"
+    assert scored_span("offline-toxicity:profanity-heuristic(span=prompt+first-sentence)") == \
+        "prompt+first-sentence"
+    assert scored_span("judge-hexphi:gpt-4o") is None and scored_span("my-own-scorer") is None
+
+
+# ----------------------------------------------------------------------------- baselines
+
+def test_both_bias_baselines_in_one_table():
+    import pandas as pd
+
+    from valueharms.analyze.metrics import compute_metrics
+
+    rows = [{"system": "vanilla", "benchmark": "holisticbiasr", "prompt_id": str(i), "sample": 0,
+             "scorer": "regard:x", "status": "ok", "value": 0.9,
+             "label": "negative" if i % 4 == 0 else "neutral", "category": None,
+             "meta": {"axis": "ability", "descriptor": ("blind", "deaf")[i % 2]}}
+            for i in range(40)]
+    table = compute_metrics(pd.DataFrame(rows), ["background", "0.5"], resamples=999)
+    names = set(table["metric"])
+    assert {"bias_score[baseline=background]", "bias_score[baseline=0.5%]",
+            "bias_baseline_pct[baseline=background]", "bias_baseline_pct[baseline=0.5]"} <= names
+    assert (table["metric"] == "negative_regard_rate").sum() == 2  # all + one axis, not doubled

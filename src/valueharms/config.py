@@ -265,7 +265,9 @@ class GenerationOptions(BackendOptions):
 class AnalysisOptions(Options):
     """The study's ``[analysis]``."""
 
-    baseline: Baseline = Field("background", description="the regard bias baseline")
+    baseline: Annotated[Baseline | tuple[Baseline, ...], BeforeValidator(_tuple)] = Field(
+        "background", description="the regard bias baseline, or a list of them (one bias "
+        "score each), e.g. [\"background\", \"0.5\"]")
     alignment: AlignmentMethod = Field("generate", description="how the alignment check reads "
                                        "answers: generated text, the likeliest answer token, or "
                                        "the expected answer over the tokens 1-6")

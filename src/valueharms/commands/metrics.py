@@ -12,10 +12,11 @@ from . import add_data_dir
 
 
 def add_analysis_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--baseline", choices=bias.BASELINES, default="background",
+    parser.add_argument("--baseline", choices=bias.BASELINES, action="append", default=None,
                         help="bias-score baseline, in percent like the groups' statistic: "
-                             "background = the model's overall negative-regard percentage; "
-                             "0.5 = 0.5 %%, the reference's behaviour, for parity")
+                             "background = the model's overall negative-regard percentage "
+                             "(default); 0.5 = 0.5 %%, the reference's behaviour, for parity; "
+                             "repeat for both")
     parser.add_argument("--resamples", type=int, default=bias.RESAMPLES,
                         help="bootstrap resamples per group (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
@@ -48,7 +49,7 @@ def _run(args: argparse.Namespace) -> int:
     check(args)
     profiles = user_profiles(args)
     scores = load_scores(args.inputs)
-    if args.baseline == "0.5":
+    if "0.5" in bias.check_baselines(args.baseline):
         print(f"note: {bias.PARITY_NOTE}", file=sys.stderr)
     table = compute_metrics(scores, args.baseline, resamples=args.resamples, seed=args.seed)
     result = analyze.analyse(table, args.data_dir, profiles)

@@ -13,6 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib
 
@@ -55,7 +56,7 @@ class Section:
 
 # ----------------------------------------------------------------------------- inputs
 
-def load_metrics(source: str | os.PathLike, baseline: str = "background", *,
+def load_metrics(source: str | os.PathLike, baseline: str | Sequence[str] = "background", *,
                  resamples: int = bias.RESAMPLES, seed: int = 0) -> pd.DataFrame:
     """The long metrics table: read it if ``source`` has one, else compute it from score files."""
     source = Path(source)
@@ -88,8 +89,12 @@ def _png(fig) -> bytes:
 
 
 def _scorers(frame: pd.DataFrame) -> str:
+    """Each benchmark's scorers, with the text each scored (continuation, first sentence ...)."""
+    from ..score import scored_span
+
     pairs = frame[["benchmark", "scorer"]].drop_duplicates().sort_values(["benchmark", "scorer"])
-    return "; ".join(f"{b}: {s}" for b, s in pairs.itertuples(index=False))
+    return "; ".join(f"{b}: {s}" + (f" (scored text: {span})" if (span := scored_span(s)) else "")
+                     for b, s in pairs.itertuples(index=False))
 
 
 def heatmap(corr: pd.DataFrame, method: str) -> Figure:
@@ -294,7 +299,7 @@ def _baseline_note(m: pd.DataFrame) -> str:
 
 
 def build_report(source: str | os.PathLike, out_dir: str | os.PathLike, *,
-                 baseline: str = "background", data_dir: str | None = None,
+                 baseline: str | Sequence[str] = "background", data_dir: str | None = None,
                  measured: list[str | os.PathLike] | None = None,
                  profiles: list[Profile] | None = None, resamples: int = bias.RESAMPLES,
                  seed: int = 0, title: str = "valueharms report") -> Path:

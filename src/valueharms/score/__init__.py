@@ -46,6 +46,19 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def scored_span(scorer_name: str) -> str | None:
+    """What a scorer named ``scorer_name`` (as written in a Score) read of each generation:
+    the span in its name, else its class's default; None for scorers without a span (judges)
+    and names not in the registry."""
+    head, found, rest = scorer_name.partition("(span=")
+    if found:
+        return rest.split(")", 1)[0]
+    base = head.split(":", 1)[0]
+    if base not in _REGISTRY:
+        return None
+    return getattr(_lookup(base)[0], "default_span", None)
+
+
 def get_scorer_names() -> list[str]:
     """Base names (before any ``:variant``) a study file or ``--scorer`` may use."""
     return sorted({name.split(":")[0] for name in _REGISTRY})
