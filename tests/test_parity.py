@@ -364,3 +364,36 @@ def test_both_bias_baselines_in_one_table():
     assert {"bias_score[baseline=background]", "bias_score[baseline=0.5%]",
             "bias_baseline_pct[baseline=background]", "bias_baseline_pct[baseline=0.5]"} <= names
     assert (table["metric"] == "negative_regard_rate").sum() == 2  # all + one axis, not doubled
+
+
+# ----------------------------------------------------------------------------- studies
+
+def test_paper_study_plan_names_the_subset_and_both_baselines(cli):
+    result = cli("run", "studies/paper.toml", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    settings = [ln for ln in result.stdout.splitlines() if ln.startswith("paper: benchmarks")]
+    assert settings and "holisticbiasr (subset dispreferred)" in settings[0]
+    assert "bias baselines background, 0.5" in settings[0]
+    assert "train/benign-dolly-no-safety-" in result.stdout  # the paper's Dolly file
+
+
+def test_paper_mitigation_study_plans_each_model(cli):
+    result = cli("run", "studies/paper-mitigation.toml", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    summaries = [ln for ln in result.stdout.splitlines() if " steps, " in ln]
+    models = ["meta-llama/Llama-2-7b-hf", "meta-llama/Llama-3.1-8B-Instruct",
+              "google/gemma-2-9b-it", "Qwen/Qwen2.5-7B-Instruct"]
+    assert [ln.split("; model ")[1].split(";")[0] for ln in summaries] == models
+    # 22 targets' VIM systems and vanilla, each under 6 mitigations
+    assert all("138 systems, 22 targets" in ln for ln in summaries)
+    assert len({ln.split("output ")[1] for ln in summaries}) == 4  # one folder per model
+
+
+def test_model_and_models_together_exit_2(tmp_path, cli):
+    study = tmp_path / "s.toml"
+    study.write_text('[study]\nout = "o"\nmodel = "a"\nmodels = ["b", "c"]\n'
+                     '[benchmarks.hexphi]\n[scorers]\nhexphi = "judge-refusal-heuristic"\n')
+    result = cli("run", str(study), "--dry-run")
+    err = result.stderr.strip()
+    assert result.returncode == 2 and "[study] model and models" in err
+    assert len(err.splitlines()) == 1

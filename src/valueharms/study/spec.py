@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,6 +34,8 @@ class StudySection(Options):
     out: str = Field(description="output directory, relative to the study file")
     model: str = Field("default", description="Hugging Face id or path of the base model "
                        "(default: the embedded model)")
+    models: Names = Field((), description="several base models instead of model: the study "
+                          "runs once per model, each into OUT/<model's last path part>")
     seed: int = Field(42, ge=0, description="seed of every step")
     data_dir: str | None = Field(None, description="directory with the data files (searched "
                                  "before $VALUEHARMS_DATA, ./data and ../shared/data)")
@@ -101,6 +103,7 @@ class Study:
     decoding: DecodingOptions
     generation: GenerationOptions
     analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
+    models: tuple[str, ...] = ()  # [study] models: :func:`load_all` makes one study of each
 
     def system_keys(self) -> list[str]:
         """Every system under test, mitigations included, in a stable order."""
@@ -146,12 +149,26 @@ def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Study:
         benchmarks=_benchmarks(path, parsed.benchmarks),
         scorers=parsed.scorers, scorer_options=parsed.scorer_options,
         decoding=parsed.decoding, generation=parsed.generation,
-        analysis=_analysis(path, parsed.analysis))
+        analysis=_analysis(path, parsed.analysis), models=s.models)
+    if s.models and "model" in s.model_fields_set:
+        raise InputError(f"{path}: [study] model and models: give one or the other")
     _check_scorers(path, study)
     if any(m in ("vim", "prompt") for m in study.methods) and not study.targets:
         raise InputError(f"{path}: [targets]: methods vim/prompt need at least one target")
     _check_adapters(path, study)
     return study
+
+
+def load_all(path: str | os.PathLike, overrides: Sequence[str] = ()) -> list[Study]:
+    """The study once per base model of ``[study] models`` (else the one study of ``load``);
+    each runs into its own ``OUT/<model>`` folder and is named ``<name>-<model>``."""
+    study = load(path, overrides)
+    return [replace(study, model=m, models=(), name=f"{study.name}-{_slug(m)}",
+                    out=study.out / _slug(m)) for m in study.models] or [study]
+
+
+def _slug(model: str) -> str:
+    return Path(model.rstrip("/")).name or model
 
 
 def apply_override(raw: dict[str, Any], override: str) -> None:
