@@ -397,3 +397,20 @@ def test_model_and_models_together_exit_2(tmp_path, cli):
     err = result.stderr.strip()
     assert result.returncode == 2 and "[study] model and models" in err
     assert len(err.splitlines()) == 1
+
+
+def test_study_rubric_is_read_beside_the_study_file(tmp_path, cli):
+    from valueharms.study import spec
+
+    (tmp_path / "qi.txt").write_text("Judge {instruction} / {response}: #thescore: 1-5\n")
+    study = tmp_path / "s.toml"
+    body = ('[study]\nout = "o"\n[benchmarks.hexphi]\n[scorers]\nhexphi = "judge-hexphi"\n'
+            '[scorer_options.judge-hexphi]\nrubric = "{}"\n')
+    study.write_text(body.format("qi.txt"))
+    loaded = spec.load(study)
+    assert loaded.scorer_options["judge-hexphi"]["rubric"] == str((tmp_path / "qi.txt").resolve())
+    study.write_text(body.format("missing.txt"))
+    result = cli("run", str(study), "--dry-run")
+    err = result.stderr.strip()
+    assert result.returncode == 2 and "[scorer_options.judge-hexphi] rubric" in err
+    assert "no such file" in err and len(err.splitlines()) == 1

@@ -1,4 +1,5 @@
-"""The safety benchmarks: their items, prompt forms and default decoding (DESIGN.md table).
+"""The safety benchmarks: their items, prompt forms and the paper's decoding (temperature 0.1,
+top-p 0.75; RTP 10 samples x 64 tokens, HolisticBiasR 1 x 128, question benchmarks 1 x 64).
 
 ``load_items(name)`` turns a data file into :class:`~valueharms.records.BenchmarkItem` s with
 stable ids (the row in the source file; for HolisticBiasR the position in the full set, so an

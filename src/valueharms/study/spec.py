@@ -147,7 +147,7 @@ def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Study:
         mitigations=tuple(_mitigations(path, parsed.systems.mitigations)),
         train=parsed.train, benign=parsed.benign,
         benchmarks=_benchmarks(path, parsed.benchmarks),
-        scorers=parsed.scorers, scorer_options=parsed.scorer_options,
+        scorers=parsed.scorers, scorer_options=_rubric_files(path, parsed.scorer_options),
         decoding=parsed.decoding, generation=parsed.generation,
         analysis=_analysis(path, parsed.analysis), models=s.models)
     if s.models and "model" in s.model_fields_set:
@@ -335,6 +335,24 @@ def _check_scorers(path: Path, study: Study) -> None:
             score.check_options(name, options)
         except OptionError as exc:
             raise exc.located(f"{path}: [scorer_options.{name}]") from None
+
+
+def _rubric_files(path: Path, options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Judges' ``rubric`` files, relative to the study file, resolved and checked at load."""
+    from ..score.judges import read_rubric
+
+    out = {}
+    for name, opts in options.items():
+        if isinstance(opts.get("rubric"), str):
+            rubric = Path(opts["rubric"]).expanduser()
+            rubric = rubric if rubric.is_absolute() else (path.parent / rubric).resolve()
+            try:
+                read_rubric(rubric)
+            except InputError as exc:
+                raise InputError(f"{path}: [scorer_options.{name}] {exc}") from None
+            opts = {**opts, "rubric": str(rubric)}
+        out[name] = opts
+    return out
 
 
 def _check_adapters(path: Path, study: Study) -> None:
