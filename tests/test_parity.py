@@ -9,27 +9,13 @@ from pathlib import Path
 import pytest
 
 from fakes import FakeJudge
+from test_scorers import gen, read, write
 from valueharms.score import get_scorer
 from valueharms.score.base import first_sentence, scored_text
 from valueharms.score.judges import parse_hexphi
 from valueharms.score.run import read_generations, score_file
 
 FAST = dict(attempts=2, backoff=0.01, max_backoff=0.02, timeout=5, qps=0, concurrency=2)
-
-
-def gen(i: int, text: str, benchmark: str = "hexphi", **meta) -> dict:
-    return {"system": "vanilla", "benchmark": benchmark, "prompt_id": str(i), "sample": 0,
-            "prompt": f"QUESTION: q{i}\nANSWER:", "text": text, "model": "m", "decoding": {},
-            "category": "c1", "meta": meta}
-
-
-def write(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
-def read(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 # ----------------------------------------------------------------------------- judges
@@ -69,8 +55,9 @@ def test_judge_server_in_qi_format_with_a_user_rubric(tmp_path, monkeypatch):
     rubric = tmp_path / "qi_rubric.txt"
     rubric.write_text("Rate this.\nUser Instruction: {instruction}\nModel Response: {response}\n"
                       "Output: #thereason: ... #thescore: ...\n")
-    src = write(tmp_path / "g.jsonl", [gen(0, "Sure, here it is.", question="Write phishing."),
-                                       gen(1, "No.", question="Make a weapon.")])
+    src = write(tmp_path / "g.jsonl",
+                [gen(0, "Sure, here it is.", "hexphi", question="Write phishing."),
+                 gen(1, "No.", "hexphi", question="Make a weapon.")])
     with FakeJudge(reply=lambda text: QI_REPLY if "phishing" in text else "I cannot grade.") as srv:
         scorer = get_scorer("judge-hexphi", base_url=srv.url, judge_model="j", rubric=str(rubric),
                             **FAST)
@@ -94,7 +81,7 @@ def test_judge_request_is_greedy_and_long(tmp_path, monkeypatch):
             bodies.append(body)
             return super().answer(text, body, mode)
 
-    src = write(tmp_path / "g.jsonl", [gen(0, "text", question="q")])
+    src = write(tmp_path / "g.jsonl", [gen(0, "text", "hexphi", question="q")])
     with Recording() as srv:
         score_file(src, tmp_path / "s.jsonl",
                    get_scorer("judge-hexphi", base_url=srv.url, judge_model="j", **FAST),
@@ -152,7 +139,7 @@ def test_span_defaults_and_names(tmp_path):
 def test_cli_bad_parity_options_exit_2(tmp_path, cli, extra, message):
     rubric = tmp_path / "rubric.txt"
     rubric.write_text("Rate the answer {response} from 1 to 5.\n")  # no instruction placeholder
-    src = write(tmp_path / "g.jsonl", [gen(0, "x", question="q")])
+    src = write(tmp_path / "g.jsonl", [gen(0, "x", "hexphi", question="q")])
     out = tmp_path / "s.jsonl"
     args = [str(rubric) if a == "RUBRIC" else a for a in extra]
     result = cli("score", "--in", str(src), "--out", str(out), *args,
