@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser test demo bench clean
+.PHONY: setup browser test test-fast demo bench clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ browser:
 
 test: setup browser
 	$(BIN)/python -m pytest tests
+
+# Everything but the tests marked slow (study runs, training, kills, the embedded model).
+test-fast: setup
+	$(BIN)/python -m pytest tests -m "not slow"
 
 demo: setup
 	$(BIN)/valueharms run studies/demo.toml

@@ -29,7 +29,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -170,7 +169,12 @@ as OUT) except those that hold times."""
         if path.is_file() and path.name not in VOLATILE and not any(
                 part.startswith(".") or part == "_work" for part in rel.parts):
             # A file may name where it lives (the report step records the report's path).
-            found[str(rel)] = path.read_bytes().replace(str(out.resolve()).encode(), b"OUT")
+            data = path.read_bytes().replace(str(out.resolve()).encode(), b"OUT")
+            if path.name == "adapter_config.json":  # PEFT writes a set: order varies per process
+                config = json.loads(data)
+                config["target_modules"] = sorted(config.get("target_modules") or [])
+                data = json.dumps(config, sort_keys=True).encode()
+            found[str(rel)] = data
     return found
 
 
@@ -224,17 +228,18 @@ def kill_ray_workers(study: Path, seed: int, count: int, started: float) -> tupl
     kills = []
     while len(kills) < count and run.proc.poll() is None:
         time.sleep(rng.uniform(0.5, 4.0))
-        busy = sorted(busy_ray_workers(run.proc.pid))
+        busy = busy_ray_workers(run.proc.pid)
         if busy:
-            os.kill(pid := rng.choice(busy), signal.SIGKILL)
-            kills.append(Kill("ray worker", 0.0, f"pid {pid} mid-task",
-                              round(time.monotonic() - started, 1)))
+            pid = rng.choice(sorted(busy))
+            os.kill(pid, signal.SIGKILL)
+            kills.append(Kill("ray worker", 0.0, busy[pid], round(time.monotonic() - started, 1)))
     run.finish()
     return kills, 1
 
 
-def busy_ray_workers(root: int) -> list[int]:
-    """Pids of this run's Ray workers that are running a step (their title names the task)."""
+def busy_ray_workers(root: int) -> dict[int, str]:
+    """{pid: step id} of this run's Ray workers running a step: a worker's process title is
+    ``ray::`` and the running task's name, which the executor sets to the step id."""
     parents: dict[int, int] = {}
     titles: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
@@ -254,7 +259,9 @@ def busy_ray_workers(root: int) -> list[int]:
                 return True
         return False
 
-    return [pid for pid, title in titles.items() if title.startswith("ray::_ray_task") and ours(pid)]
+    steps = {pid: title[len("ray::"):] for pid, title in titles.items()
+             if title.startswith("ray::") and title[len("ray::"):].split("/")[0] in KINDS}
+    return {pid: step for pid, step in steps.items() if ours(pid)}
 
 
 def chaos(seed: int, model: Path, work: Path, per_kind: int = 2, executor: str = "local",

@@ -143,6 +143,7 @@ def _lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_gives_the_uninterrupted_file(tiny_model_dir, adapters, tmp_path, data_dir,
                                                         monkeypatch):
     monkeypatch.setenv("VALUEHARMS_DATA", str(data_dir))
@@ -400,6 +401,7 @@ def test_cli_bad_input_exits_2_without_output(tmp_path, data_dir, monkeypatch, e
     assert not out.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.needs_data('hexphi', 'advbench')
 def test_cli_entry_point_bad_input(cli, tmp_path):
     out = tmp_path / "out.jsonl"

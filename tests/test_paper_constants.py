@@ -9,9 +9,9 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT, need_data
 from scipy import stats
 
-from conftest import ROOT, need_data
 from valueharms import targets
 from valueharms.align import check
 from valueharms.analyze import bias

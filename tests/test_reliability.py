@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
-
+from conftest import ROOT, cli_exe
 from fakes import FakePerspective, fake_toxicity
 from test_score_faults import check_complete, gens, keyed, read, write
-from conftest import ROOT, cli_exe
+
 from valueharms.io import exclusive
 
 P_KEY = "pk-RELIABILITY-1"
@@ -70,7 +70,10 @@ def test_every_test_module_imports_without_the_data(tmp_path):
 
 # ----------------------------------------------------------------------------- concurrency
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+SEEDS = [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_two_score_processes_on_one_output_lose_and_duplicate_nothing(tmp_path, seed):
     """Both start within a seeded moment of each other on the same --in, --out and --cache;
     the second waits for the first's lock, then finds every line written: the server is
@@ -91,7 +94,7 @@ def test_two_score_processes_on_one_output_lose_and_duplicate_nothing(tmp_path, 
     assert cache_rows(cache) == len(records)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", SEEDS)
 def test_two_studies_sharing_one_score_cache(tmp_path, seed):
     """Two outputs (two studies' score steps) over overlapping texts, one cache, at once:
     both outputs complete, every cached verdict is the server's, the cache is intact."""
