@@ -126,13 +126,18 @@ def test_two_studies_sharing_one_score_cache(tmp_path, seed):
 def test_a_second_writer_says_who_holds_the_output_and_waits(tmp_path):
     records = gens(10)
     src, out = write(tmp_path / "g.jsonl", records), tmp_path / "s.jsonl"
+    waiting = f"{out} is being written by another process (pid {os.getpid()}); waiting"
     with exclusive(out):  # another writer of this output (this test's process)
         proc = score(*OFFLINE, "--in", str(src), "--out", str(out))
-        time.sleep(10)  # ample time to start and score 10 lines, were it not waiting
+        said = ""
+        while waiting not in said:  # blocks until the child says it waits (or exits)
+            line = proc.stderr.readline()
+            assert line, said
+            said += line
+        time.sleep(2)  # still waiting: nothing written while another process holds the file
         assert proc.poll() is None and (not out.exists() or out.stat().st_size == 0)
     rc, err = finish(proc)
-    assert rc == 0, err
-    assert f"{out} is being written by another process (pid {os.getpid()}); waiting" in err
+    assert rc == 0, said + err
     check_complete(records, read(out))
 
 
