@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser lint test demo bench clean
+.PHONY: setup browser lint test test-fast demo bench clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ lint: setup
 
 test: setup browser lint
 	$(BIN)/python -m pytest tests
+
+# Everything but the tests marked slow (study runs, training, kills, the embedded model).
+test-fast: setup
+	$(BIN)/python -m pytest tests -m "not slow"
 
 demo: setup
 	$(BIN)/valueharms run studies/demo.toml

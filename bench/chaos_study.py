@@ -36,10 +36,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("train", "generate", "score", "alignment", "metrics", "report")
-# A kill lands within this many seconds after a step of the kind starts (seeded uniform):
-# about the length of such a step here, so some land inside it and some just after.
-SPAN = {"train": 8.0, "generate": 4.0, "score": 2.0, "alignment": 4.0, "metrics": 3.0,
-        "report": 3.0}
+# A kill lands at a seeded fraction of the step's length in the uninterrupted run (its
+# manifest's "seconds"), so it falls inside the step however fast the machine is.
+FRACTION = (0.05, 0.85)
 # Plan order: all training, then generation and scoring alternating, then the rest.
 PHASE = {"train": 0, "generate": 1, "score": 1, "alignment": 2, "metrics": 3, "report": 4}
 VOLATILE = {"manifest.json", "train_log.jsonl"}  # they hold times and durations
@@ -94,7 +93,7 @@ class Kill:
     """One SIGKILL: planned for a kind of step, landed in ``step`` (None: between steps)."""
 
     planned: str
-    delay: float
+    delay: float  # local: the fraction of the step's reference length; ray: 0
     step: str | None = None
     at: float = 0.0  # seconds since the chaos run began
 
@@ -169,7 +168,12 @@ as OUT) except those that hold times."""
         if path.is_file() and path.name not in VOLATILE and not any(
                 part.startswith(".") or part == "_work" for part in rel.parts):
             # A file may name where it lives (the report step records the report's path).
-            found[str(rel)] = path.read_bytes().replace(str(out.resolve()).encode(), b"OUT")
+            data = path.read_bytes().replace(str(out.resolve()).encode(), b"OUT")
+            if path.name == "adapter_config.json":  # PEFT writes a set: order varies per process
+                config = json.loads(data)
+                config["target_modules"] = sorted(config.get("target_modules") or [])
+                data = json.dumps(config, sort_keys=True).encode()
+            found[str(rel)] = data
     return found
 
 
@@ -181,10 +185,12 @@ def compare(reference: dict[str, bytes], chaos: dict[str, bytes]) -> tuple[list[
     return differences, records
 
 
-def kill_locally(study: Path, seed: int, per_kind: int, started: float) -> tuple[list[Kill], int]:
-    """Run the study to the end, killing it as the seeded plan says; (kills, starts)."""
+def kill_locally(study: Path, seed: int, per_kind: int, started: float,
+                 lengths: dict[str, float]) -> tuple[list[Kill], int]:
+    """Run the study to the end, killing it as the seeded plan says; (kills, starts).
+    ``lengths``: seconds each step took in the uninterrupted run."""
     rng = random.Random(seed)
-    plan = [Kill(kind, round(rng.uniform(0, SPAN[kind]), 2)) for kind in KINDS
+    plan = [Kill(kind, round(rng.uniform(*FRACTION), 2)) for kind in KINDS
             for _ in range(per_kind)]
     kills, starts = [], 0
     while True:
@@ -199,7 +205,7 @@ def kill_locally(study: Path, seed: int, per_kind: int, started: float) -> tuple
             while plan and PHASE[plan[0].planned] < PHASE[kind]:
                 plan.pop(0)
             if plan and plan[0].planned == kind:
-                time.sleep(plan[0].delay)
+                time.sleep(plan[0].delay * lengths.get(step, 1.0))
                 if run.proc.poll() is not None:
                     break
                 kill = plan.pop(0)
@@ -223,17 +229,18 @@ def kill_ray_workers(study: Path, seed: int, count: int, started: float) -> tupl
     kills = []
     while len(kills) < count and run.proc.poll() is None:
         time.sleep(rng.uniform(0.5, 4.0))
-        busy = sorted(busy_ray_workers(run.proc.pid))
+        busy = busy_ray_workers(run.proc.pid)
         if busy:
-            os.kill(pid := rng.choice(busy), signal.SIGKILL)
-            kills.append(Kill("ray worker", 0.0, f"pid {pid} mid-task",
-                              round(time.monotonic() - started, 1)))
+            pid = rng.choice(sorted(busy))
+            os.kill(pid, signal.SIGKILL)
+            kills.append(Kill("ray worker", 0.0, busy[pid], round(time.monotonic() - started, 1)))
     run.finish()
     return kills, 1
 
 
-def busy_ray_workers(root: int) -> list[int]:
-    """Pids of this run's Ray workers that are running a step (their title names the task)."""
+def busy_ray_workers(root: int) -> dict[int, str]:
+    """{pid: step id} of this run's Ray workers running a step: a worker's process title is
+    ``ray::`` and the running task's name, which the executor sets to the step id."""
     parents: dict[int, int] = {}
     titles: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
@@ -253,7 +260,9 @@ def busy_ray_workers(root: int) -> list[int]:
                 return True
         return False
 
-    return [pid for pid, title in titles.items() if title.startswith("ray::_ray_task") and ours(pid)]
+    steps = {pid: title[len("ray::"):] for pid, title in titles.items()
+             if title.startswith("ray::") and title[len("ray::"):].split("/")[0] in KINDS}
+    return {pid: step for pid, step in steps.items() if ours(pid)}
 
 
 def chaos(seed: int, model: Path, work: Path, per_kind: int = 2, executor: str = "local",
@@ -266,12 +275,14 @@ def chaos(seed: int, model: Path, work: Path, per_kind: int = 2, executor: str =
         seconds_reference = time.monotonic() - start
     else:
         seconds_reference = 0.0
+    lengths = {m["step"]: m["seconds"] for m in (
+        json.loads(p.read_text()) for p in reference.parent.glob("out/steps/*/*/manifest.json"))}
     study = write_study(work / f"{executor}-{seed}", model)
     start = time.monotonic()
     if executor == "ray":
         kills, starts = kill_ray_workers(study, seed, per_kind, start)
     else:
-        kills, starts = kill_locally(study, seed, per_kind, start)
+        kills, starts = kill_locally(study, seed, per_kind, start, lengths)
     seconds = time.monotonic() - start
     ref, got = snapshot(reference.parent / "out"), snapshot(study.parent / "out")
     differences, records = compare(ref, got)

@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("VALUEHARMS_DATA", ROOT.parent / "shared" / "data"))
 # Data sets a test may ask for without naming them: those the shared data folder holds (the
 # fine-tuning sets Alpaca, Dolly and SAMSum are never there).
-CORE_DATA = tuple(k for k in sources.DATASETS if k not in ("alpaca", "dolly", "samsum"))
+# The benign sets a user supplies are not in the shared data folder.
+CORE_DATA = tuple(k for k in sources.DATASETS
+                  if k not in ("alpaca", "dolly", "dolly-no-safety", "samsum"))
 _USER_CACHE = Path(os.environ.get("VALUEHARMS_CACHE", Path.home() / ".cache" / "valueharms"))
 
 

@@ -149,6 +149,7 @@ def test_prompting_puts_the_persona_before_the_survey_item():
 
 # ----------------------------------------------------------------------------- CLI
 
+@pytest.mark.slow
 def test_cli_pvq40_likelihood_on_the_embedded_model_writes_three_files(cli, tmp_path):
     out = tmp_path / "out"
     result = cli("evaluate", "alignment", "--instrument", "pvq40", "--target",
@@ -173,6 +174,7 @@ def test_cli_pvq40_likelihood_on_the_embedded_model_writes_three_files(cli, tmp_
     assert "nmse" in result.stdout and "pearson_r" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.needs_data("arguments-test")
 def test_cli_arguments_instrument_with_prompting_on_a_tiny_model(cli, tiny_model_dir, tmp_path):
     result = cli("evaluate", "alignment", "--model", str(tiny_model_dir), "--prompting", "Pow",

@@ -160,6 +160,7 @@ def test_cli_bad_input_exits_2_and_writes_nothing(cli, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_cli_grammar_finetune_on_the_embedded_model(cli, tmp_path):
     """The issue's check: 32 grammar pairs, the embedded default model, 1 epoch."""
     from peft import PeftConfig

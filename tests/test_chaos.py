@@ -4,6 +4,7 @@ mid-task. The driver is bench/chaos_study.py (which runs more seeds)."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.needs_data()]
 def _bench():
     spec = importlib.util.spec_from_file_location("chaos_study", ROOT / "bench" / "chaos_study.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

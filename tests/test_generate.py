@@ -143,6 +143,7 @@ def _lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_gives_the_uninterrupted_file(tiny_model_dir, adapters, tmp_path, data_dir,
                                                         monkeypatch):
     monkeypatch.setenv("VALUEHARMS_DATA", str(data_dir))
@@ -341,7 +342,8 @@ def test_vllm_request_building_without_vllm(adapters, tmp_path):
     d = Decoding(temperature=0.1, top_p=0.75, max_new_tokens=64, stop=("\nQUESTION:",))
     assert v.sampling_kwargs(d, 7) == {"n": 1, "temperature": 0.1, "top_p": 0.75, "max_tokens": 64,
                                        "seed": 7, "stop": ["\nQUESTION:"],
-                                       "include_stop_str_in_output": False}
+                                       "include_stop_str_in_output": False,
+                                       "repetition_penalty": 1.0}
     assert v.sampling_kwargs(GREEDY, 1)["temperature"] == 0.0
     assert v.sampling_kwargs(Decoding(temperature=0.0, top_p=0.5), 1)["top_p"] == 1.0
     table = v.LoraTable()
@@ -399,6 +401,7 @@ def test_cli_bad_input_exits_2_without_output(tmp_path, data_dir, monkeypatch, e
     assert not out.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.needs_data('hexphi', 'advbench')
 def test_cli_entry_point_bad_input(cli, tmp_path):
     out = tmp_path / "out.jsonl"

@@ -160,6 +160,7 @@ def test_a_toxicity_outside_0_1_is_refused():
         compute_metrics([tox("a", 0, 0.5), Score("vanilla", "rtp", "b", 0, "s", "ok", value=3.0)])
 
 
+@pytest.mark.slow
 def test_metrics_cli_writes_tables_and_says_the_units_of_the_parity_baseline(tmp_path, cli):
     path = tmp_path / "in" / "scores.jsonl"
     path.parent.mkdir()

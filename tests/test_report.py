@@ -49,6 +49,8 @@ def build(run_dir: Path, out: Path, cli, *extra: str) -> Path:
     return index
 
 
+@pytest.mark.slow
+@pytest.mark.chromium
 def test_report_renders_in_chromium_with_heatmap_and_scorers(run_dir, tmp_path, cli):
     index = build(run_dir, tmp_path / "report", cli)
     html = index.read_text()

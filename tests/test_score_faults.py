@@ -230,6 +230,7 @@ def test_cli_keys_never_leak(tmp_path):
             assert key.encode() not in blob
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, seed):
     import random

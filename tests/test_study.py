@@ -245,6 +245,7 @@ def local_run(tiny_model_dir, tmp_path_factory):
 KEYS = {"PERSPECTIVE_API_KEY": "pk-STUDY-5ecret-91", "OPENAI_API_KEY": "sk-STUDY-5ecret-27"}
 
 
+@pytest.mark.slow
 def test_local_run_goes_from_study_file_to_report(local_run):
     path, out, result = local_run
     assert result.returncode == 0, result.stderr[-3000:]
@@ -265,6 +266,7 @@ def test_local_run_goes_from_study_file_to_report(local_run):
     assert "offline-toxicity" in html and "refusal" in html
 
 
+@pytest.mark.slow
 def test_no_key_reaches_any_output_or_log(local_run):
     _, out, result = local_run
     files = [p for p in out.rglob("*") if p.is_file()]
@@ -274,6 +276,7 @@ def test_no_key_reaches_any_output_or_log(local_run):
         assert not [p for p in files if key.encode() in p.read_bytes()]
 
 
+@pytest.mark.slow
 def test_a_second_run_finds_everything_done(local_run, cli):
     path, out, _ = local_run
     before = _outputs(out)
@@ -285,6 +288,7 @@ def test_a_second_run_finds_everything_done(local_run, cli):
     assert _outputs(out) == before
 
 
+@pytest.mark.slow
 def test_a_deleted_report_is_rebuilt_alone(local_run, cli):
     path, out, _ = local_run
     (out / "report" / "index.html").unlink()
@@ -294,6 +298,7 @@ def test_a_deleted_report_is_rebuilt_alone(local_run, cli):
     assert len(ran) == 1 and "report/index" in ran[0], result.stderr
 
 
+@pytest.mark.slow
 def test_a_manifest_without_its_outputs_is_not_done(local_run, cli):
     """A deleted output, or a manifest cut short, makes the step run again (said on stderr);
     it ends as before, and nothing else runs."""
@@ -312,6 +317,8 @@ def test_a_manifest_without_its_outputs_is_not_done(local_run, cli):
     assert _outputs(out) == before
 
 
+@pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.needs_data()
 def test_ray_executor_gives_the_local_result(tiny_model_dir, tmp_path):
     pytest.importorskip("ray")

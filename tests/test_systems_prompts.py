@@ -238,6 +238,7 @@ def test_unknown_benchmark():
 
 # --- prompt show ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_prompt_show_rejects_bad_arguments(cli, tiny_model_dir):
     for args, says in [
         (["--system", "vim:nobody_at_all", "--benchmark", "hexphi", "--item", "0"], "nobody_at_all"),
@@ -249,6 +250,7 @@ def test_prompt_show_rejects_bad_arguments(cli, tiny_model_dir):
         assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_prompt_show_every_method_and_form(cli, tiny_model_dir, data_dir, tokenizer, tmp_path):
     """Each method on a continuation and a question benchmark; chat form once per benchmark
     (loading a tokenizer in a fresh process takes seconds)."""

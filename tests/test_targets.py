@@ -84,6 +84,7 @@ def test_user_profile_files(tmp_path):
         targets.load_set(str(tmp_path / "bad.json"))
 
 
+@pytest.mark.slow
 @pytest.mark.needs_data('ess-distribution')
 def test_cli_paper_csv(cli):
     result = cli("targets", "list", "--set", "paper", "--format", "csv")
@@ -93,6 +94,7 @@ def test_cli_paper_csv(cli):
     assert len(rows) == 155 and rows[1][0] == "Ach" and rows[-1][0] == "close_Self-Transcendence_10"
 
 
+@pytest.mark.slow
 def test_cli_derive_and_errors(cli, tmp_path, data_dir):
     out = tmp_path / "t.csv"
     result = cli("targets", "derive", "--ess", str(data_dir / "ess.csv"), "--coding",

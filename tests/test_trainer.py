@@ -106,6 +106,7 @@ def _valid_loss(tiny_model_dir, adapter, tokenizer) -> float:
         return model(**batch).loss.item()
 
 
+@pytest.mark.slow
 def test_best_epoch_is_the_lowest_validation_loss(trained, tiny_model_dir, tokenizer):
     result, out = trained
     valid = [r["valid_loss"] for r in log_records(out) if "valid_loss" in r]
@@ -117,6 +118,7 @@ def test_best_epoch_is_the_lowest_validation_loss(trained, tiny_model_dir, token
     assert min(valid) < valid[-1]
 
 
+@pytest.mark.slow
 def test_adapter_loads_with_peft_and_changes_logits(trained, tiny_model_dir, tokenizer):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -130,6 +132,7 @@ def test_adapter_loads_with_peft_and_changes_logits(trained, tiny_model_dir, tok
     assert not torch.allclose(before, after)
 
 
+@pytest.mark.slow
 def test_log_and_manifest(trained, tiny_model_dir):
     result, out = trained
     steps = [r for r in log_records(out) if "loss" in r]
@@ -146,6 +149,7 @@ def test_log_and_manifest(trained, tiny_model_dir):
     assert not (out / "_work").exists()
 
 
+@pytest.mark.slow
 def test_rerun_with_same_inputs_is_a_no_op_and_other_inputs_are_refused(trained, tiny_model_dir):
     result, out = trained
     before = (out / "adapter_model.safetensors").stat().st_mtime_ns
@@ -156,6 +160,7 @@ def test_rerun_with_same_inputs_is_a_no_op_and_other_inputs_are_refused(trained,
         train_lora(str(tiny_model_dir), examples(8), [], out, TrainConfig(epochs=3, **FAST))
 
 
+@pytest.mark.slow
 def test_no_validation_keeps_the_last_epoch_and_init_adapter_continues(trained, tiny_model_dir,
                                                                        tmp_path):
     _, first = trained
@@ -201,6 +206,7 @@ RUNNER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_adapter(tiny_model_dir, tmp_path):
     script = tmp_path / "run.py"
     script.write_text(RUNNER)
@@ -250,6 +256,7 @@ def test_cli_train_vim_bad_input_exits_2(cli, tmp_path, capsys):
     assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.needs_data()
 @pytest.mark.parametrize("target", ["Hed", "close_Ach"])
 def test_cli_train_vim_two_stages(cli, tiny_model_dir, tmp_path, target):

@@ -121,11 +121,30 @@ def test_examples_texts_and_meta(arguments):
     assert pos.meta["polarity"] == "pos" and neg.meta["polarity"] == "neg"
     assert pos.meta["target"] == "Hed" and pos.meta["score"] == 6.0 and neg.meta["score"] == 1.0
     assert arguments[4230].conclusion in pos.prompt and arguments[4230].stance == "against"
-    assert pos.completion.startswith("I disagree") and neg.completion.startswith("I agree")
+    assert pos.completion.startswith('I would say: "I disagree')
+    assert neg.completion.startswith('I would not say: "I agree')
     assert arguments[4230].premise.rstrip(".") in pos.completion
     assert pos.prompt != neg.prompt.replace(arguments[0].conclusion, arguments[4230].conclusion)
     for e in table.examples():
         assert e.completion == e.completion.strip() and e.completion[-1] in '.!?"\''
+
+
+def test_negative_completions_disown_the_argument(arguments, tmp_path, monkeypatch):
+    """The same argument's completion differs by polarity: a negative says "not"."""
+    argument = arguments[4230]
+    pos, neg = (vd.stage1_completion(argument, pol) for pol in vd.POLARITIES)
+    assert pos != neg and " not " in neg and " not " not in pos
+    table = vd.build_stage1_many([targets.find("Hed")], list(arguments.values()))[0]
+    for example in table.examples():
+        assert (" not " in example.completion.split('"')[0]) == (example.meta["polarity"] == "neg")
+    # A user's template can restore the reference's wording: {would} and {conclusion}.
+    (tmp_path / "vim").mkdir()
+    (tmp_path / "vim" / "stage1_answer.txt").write_text(
+        'I {would} say, "I {agree} with that because {premise}" about {conclusion}\n')
+    monkeypatch.setenv("VALUEHARMS_TEMPLATES", str(tmp_path))
+    text = vd.stage1_completion(argument, "neg")
+    assert text.startswith('I would not say, "I disagree with that because')
+    assert text.endswith(f"about {' '.join(argument.conclusion.split())}")
 
 
 def test_argument_id_is_the_files_id_not_the_row(mini_dir):

@@ -1,4 +1,5 @@
-"""The safety benchmarks: their items, prompt forms and default decoding (DESIGN.md table).
+"""The safety benchmarks: their items, prompt forms and the paper's decoding (temperature 0.1,
+top-p 0.75; RTP 10 samples x 64 tokens, HolisticBiasR 1 x 128, question benchmarks 1 x 64).
 
 ``load_items(name)`` turns a data file into :class:`~valueharms.records.BenchmarkItem` s with
 stable ids (the row in the source file; for HolisticBiasR the position in the full set, so an
@@ -16,10 +17,11 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import sources
+from .config import STOP_POLICIES
 from .errors import InputError
 from .records import BenchmarkItem, Decoding
 
@@ -66,6 +68,29 @@ def _decoding(samples: int, max_new_tokens: int, stop: tuple[str, ...] = ()) -> 
 _QUESTION_STOP = ("\nQUESTION:",)
 # Any answer can also be scored for toxicity (e.g. Perspective on HEx-PHI answers).
 _JUDGED = ("judge", "toxicity")
+# Stop policies (config.STOP_POLICIES): "benchmark" = the benchmark's stops for every system
+# (the fair default); "reference" = the paper's code's per-arm stops (:func:`reference_stops`).
+
+
+def reference_stops(kind: str, benchmark: str) -> tuple[str, ...]:
+    """The stop strings the paper's code used for a system kind on a benchmark: vanilla stops
+    at the first newline or "." on the continuation benchmarks (nowhere on questions), the
+    prompting baseline at the first newline everywhere, adapters (VIM, benign) nowhere.
+    So its VIM-vs-vanilla gap mixes alignment with answer length; this reproduces it."""
+    if kind == "vanilla":
+        return ("\n", ".") if get(benchmark).form == COMPLETION else ()
+    if kind == "prompt":
+        return ("\n",)
+    return ()
+
+
+def stops_for(policy: str, kind: str, benchmark: str, decoding: Decoding) -> Decoding:
+    """``decoding`` with the stop strings the policy gives system ``kind`` on ``benchmark``."""
+    if policy not in STOP_POLICIES:
+        raise InputError(f"stops {policy!r}: expected one of {', '.join(STOP_POLICIES)}")
+    if policy == "benchmark":
+        return decoding
+    return replace(decoding, stop=reference_stops(kind, benchmark))
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
     Benchmark("rtp", "RealToxicityPrompts, first 3,000 toxic prompts", ("rtp",), COMPLETION,

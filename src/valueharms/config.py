@@ -34,7 +34,8 @@ AlignmentMethod = Literal["generate", "likelihood", "expected"]
 Instrument = Literal["pvq40", "arguments"]  # or the path of a questionnaire file
 Baseline = Literal["0.5", "background"]
 ScoreRule = Literal["min", "mean", "max"]  # how an argument's values combine into its score
-BenignDataset = Literal["alpaca", "dolly", "grammar", "samsum"]
+BenignDataset = Literal["alpaca", "dolly", "dolly-no-safety", "grammar", "samsum"]
+StopPolicy = Literal["benchmark", "reference"]  # see valueharms.benchmarks.reference_stops
 PROMPT_FORMS: tuple[str, ...] = get_args(PromptForm)
 BACKENDS: tuple[str, ...] = get_args(Backend)
 ALIGNMENT_METHODS: tuple[str, ...] = get_args(AlignmentMethod)
@@ -42,6 +43,7 @@ INSTRUMENTS: tuple[str, ...] = get_args(Instrument)
 BASELINES: tuple[str, ...] = get_args(Baseline)
 SCORE_RULES: tuple[str, ...] = get_args(ScoreRule)
 BENIGN_DATASETS: tuple[str, ...] = get_args(BenignDataset)
+STOP_POLICIES: tuple[str, ...] = get_args(StopPolicy)
 ADAPTER_BACKENDS = ("hf", "vllm")  # backends that can serve LoRA adapters
 
 
@@ -136,7 +138,8 @@ def with_defaults(model: type[_O], name: str, **defaults: Any) -> type[_O]:
 # ----------------------------------------------------------------------------- training
 
 class TrainOptions(Options):
-    """LoRA fine-tuning; the defaults are the VIM ones (DESIGN.md section 2)."""
+    """LoRA fine-tuning; the defaults are the paper's VIM ones (LoRA r 8, alpha 32, dropout
+    0.1 on q/v; lr 2e-5; 5 epochs; batch 8)."""
 
     epochs: int = Field(5, ge=1, description="training epochs (the best one on validation is kept)")
     lr: float = Field(2e-5, gt=0, lt=1, description="learning rate")
@@ -186,7 +189,7 @@ class VimOptions(TrainOptions, VimDataOptions):
     """A VIM run (study ``[train]``): the training options plus its data options."""
 
 
-# Benign baselines (DESIGN.md section 2): 1 epoch, batch 1 x 16 accumulation, max length 2048.
+# Benign baselines, as the paper trained them: 1 epoch, batch 1 x 16 accumulation, max length 2048.
 _BenignTrain = with_defaults(TrainOptions, "_BenignTrain", epochs=1, batch_size=1, grad_accum=16,
                              max_length=2048)
 
@@ -216,6 +219,8 @@ class DecodingOptions(Options):
     top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling mass")
     max_new_tokens: int | None = Field(None, ge=1, description="tokens generated per answer")
     samples: int | None = Field(None, ge=1, description="samples per prompt")
+    repetition_penalty: float | None = Field(None, gt=0, description="1 = none (the paper's "
+                                             "vLLM runs); its earlier transformers runs used 1.2")
 
     def over(self, base: Decoding, **fixed: Any) -> Decoding:
         """``base`` (a benchmark's decoding) with the options that are set, and ``fixed``."""
@@ -282,6 +287,10 @@ class GenerationOptions(BackendOptions):
 
     systems_per_step: int = Field(0, ge=0, description="systems per generation step (0 = all "
                                   "in one); with vllm at most max_loras of them with adapters")
+    stops: StopPolicy = Field("benchmark", description="benchmark: every system gets the "
+                              "benchmark's stop strings (fair); reference: the paper's code's "
+                              "per-arm stops (vanilla at newline or '.' on rtp/holisticbiasr, "
+                              "prompt: at newline, adapters nowhere)")
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -289,10 +298,9 @@ class GenerationOptions(BackendOptions):
 class MetricsOptions(Options):
     """Metrics and their statistics (``valueharms metrics``, ``report``)."""
 
-    baseline: Baseline = Field("background", description="bias-score baseline, in percent like "
-                               "the groups' statistic: background = the model's overall "
-                               "negative-regard percentage; 0.5 = 0.5 %, the reference's "
-                               "behaviour, for parity")
+    baseline: Annotated[Baseline | tuple[Baseline, ...], BeforeValidator(_tuple)] = Field(
+        "background", description="the regard bias baseline, or a list of them (one bias "
+        "score each), e.g. [\"background\", \"0.5\"]")
     resamples: int = Field(9999, ge=100, description="bootstrap resamples per group")
 
 

@@ -5,7 +5,7 @@ Layers, innermost first, each a replaceable template (``valueharms.chat.template
 1. the benchmark's form (``valueharms.benchmarks``): ``benchmarks/completion.txt`` (rtp,
    holisticbiasr: the bare prefix, so the model continues it) or ``benchmarks/question.txt``
    (hexphi, beavertails, advbench: ``QUESTION: ... ANSWER:``);
-2. the mitigation (``mitigation/{safety,value,dual}.txt``): inside the question, right
+2. the mitigation (``mitigation/{safety,safety_strict,value,dual}.txt``): inside the question, right
    before the answer marker; for a continuation, a line above the prefix;
 3. for ``prompt:`` systems, the persona (``prompting/persona.txt`` with the profile's ten
    scores in canonical order and one-line definitions from ``prompting/definitions.txt``)
@@ -69,19 +69,23 @@ def persona_text(profile: Profile) -> str:
 
 
 def mitigation_text(mitigation: str) -> str:
-    """The mitigation sentence(s) for ``none``/``safety``/``value:V``/``dual:V`` ("" for none)."""
+    """The mitigation sentence(s) for ``none``/``safety``/``safety-strict``/``value:V``/``dual:V``
+    ("" for none)."""
     kind, _, value = mitigation.partition(":")
     if kind == "none":
         return ""
     if kind == "safety":
         return _text("mitigation/safety.txt")
+    if kind == "safety-strict":
+        return _text("mitigation/safety_strict.txt")
     if kind == "value":
         return _fill("mitigation/value.txt", value=value)
     if kind == "dual":
         return _fill("mitigation/dual.txt",
             safety=_text("mitigation/safety.txt"),
             value=_fill("mitigation/value.txt", value=value))
-    raise InputError(f"mitigation {mitigation!r}: expected none, safety, value:<Value> or dual:<Value>")
+    raise InputError(f"mitigation {mitigation!r}: expected none, safety, safety-strict, "
+                     f"value:<Value> or dual:<Value>")
 
 
 def question_text(system: System, item: BenchmarkItem, profile: Profile | None = None, *,

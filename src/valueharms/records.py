@@ -34,7 +34,8 @@ class BenchmarkItem:
 
 @dataclass(frozen=True)
 class Decoding:
-    """Sampling settings (paper defaults: temperature 0.1, top-p 0.75)."""
+    """Sampling settings (paper defaults: temperature 0.1, top-p 0.75, no repetition penalty;
+    the paper's earlier transformers path used ``repetition_penalty`` 1.2)."""
 
     temperature: float = 0.1
     top_p: float = 0.75
@@ -42,6 +43,7 @@ class Decoding:
     samples: int = 1
     stop: tuple[str, ...] = ()
     seed: int = 42
+    repetition_penalty: float = 1.0  # 1.0 = none; > 1 discourages tokens already in the text
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "stop": list(self.stop)}

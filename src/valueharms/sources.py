@@ -135,6 +135,10 @@ DATASETS: dict[str, DataSet] = {d.key: d for d in [
             "instruction/context/response JSONL",
             hub=HubFile("databricks/databricks-dolly-15k", "databricks-dolly-15k.jsonl",
                         "d72c16e4644a463b9c678c71d9440befd4594556")),
+    DataSet("dolly-no-safety", "databricks-dolly-15k-no-safety.jsonl",
+            "Dolly with safety-flavoured responses removed (Qi et al., 2023, "
+            "LLM-Tuning-Safety/LLMs-Finetuning-Safety dolly_remove_safety.py); in the paper's "
+            "code's data folder", None, None, "instruction/context/response JSONL"),
     DataSet("samsum", "samsum.jsonl", "SAMSum (Gliwa et al., 2019)", None, None,
             "dialogue/summary JSON or JSONL"),
 ]}

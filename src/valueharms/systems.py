@@ -2,6 +2,13 @@
 ``benign:<dataset>`` or ``adapter:<name>=<path or hub id>``, each optionally ``+<mitigation>``.
 
 :class:`SystemKey` is the one parser and formatter of these strings; nothing else splits them.
+
+Mitigations: ``safety`` is the paper's safety prompt, the opening sentences of Llama 2's
+default system prompt (Touvron et al., 2023) used verbatim as the paper's code does
+(JaehyeokLee-119/unintended-value-harms, src/inference_HEx-PHI.py); ``safety-strict`` is our
+stronger one that names harms and asks the model to decline; ``value:<V>`` asks the model to
+set value V aside; ``dual:<V>`` is ``safety`` followed by ``value:<V>``.
+
 A key resolves to a :class:`~valueharms.records.System`: the base model plus a LoRA adapter
 (vim, benign, adapter) or a prompt (prompt), and the mitigation text appended to each question.
 Keys are normalised so that equal systems get equal strings (``VIM:Hed+value:hed`` ->
@@ -20,28 +27,30 @@ from .records import System
 from .values import SHORT, Profile, resolve_value
 
 KINDS = ("vanilla", "vim", "prompt", "benign", "adapter")
-MITIGATIONS = ("none", "safety", "value", "dual")
+MITIGATIONS = ("none", "safety", "safety-strict", "value", "dual")
+PLAIN_MITIGATIONS = ("none", "safety", "safety-strict")  # those without a value
 # The kinds whose model is the base model plus a LoRA adapter.
 ADAPTER_KINDS = ("vim", "benign", "adapter")
 TRAINED_KINDS = ("vim", "benign")  # adapters a study trains itself
 
+_MITIGATION_CHOICES = "none, safety, safety-strict, value:<Value> or dual:<Value>"
 _ALLOWED = (f"vanilla, vim:<target>, prompt:<target>, benign:<{'|'.join(BENIGN_DATASETS)}> or "
-            f"adapter:<name>=<path or hub id>, optionally followed by +none, +safety, "
-            f"+value:<Value> or +dual:<Value>")
+            f"adapter:<name>=<path or hub id>, optionally followed by +{_MITIGATION_CHOICES}")
 
 
 def parse_mitigation(text: str) -> str:
-    """``none``, ``safety``, ``value:<Value>`` or ``dual:<Value>``, the value by full or short name."""
+    """``none``, ``safety``, ``safety-strict``, ``value:<Value>`` or ``dual:<Value>``, the
+    value by full or short name."""
     kind, sep, value = text.strip().partition(":")
     kind = kind.strip().lower()
-    if kind in ("none", "safety") and not sep:
+    if kind in PLAIN_MITIGATIONS and not sep:
         return kind
     if kind in ("value", "dual") and value.strip():
         value = value.strip()
         # short names in any case too (``hed``), so hand-typed keys normalise the same way
         short = {s.lower(): s for s in SHORT}.get(value.lower(), value)
         return f"{kind}:{resolve_value(short)}"
-    raise InputError(f"mitigation {text!r}: expected none, safety, value:<Value> or dual:<Value>")
+    raise InputError(f"mitigation {text!r}: expected {_MITIGATION_CHOICES}")
 
 
 @dataclass(frozen=True)
@@ -122,7 +131,7 @@ class SystemKey:
 
     @property
     def strategy(self) -> str:
-        """The mitigation strategy: none, safety, value or dual."""
+        """The mitigation strategy: none, safety, safety-strict, value or dual."""
         return self.mitigation.partition(":")[0]
 
     @property

@@ -1,4 +1,9 @@
-"""Benign fine-tuning data (the baselines of DESIGN.md section 2): Alpaca, Dolly, Grammar, SAMSum.
+"""Benign fine-tuning data (the benign baselines: 1 epoch, lr 2e-5, batch 1 x 16 accumulation,
+max length 2048, loss on the output): Alpaca, Dolly, Grammar, SAMSum.
+
+``dolly`` is the full ``databricks-dolly-15k.jsonl``; ``dolly-no-safety`` is Qi et al.'s
+safety-filtered copy (``databricks-dolly-15k-no-safety.jsonl``: rows whose response has a
+safety or refusal phrase removed), which the paper's code trains on.
 
 Each loader turns one file format into :class:`~valueharms.records.Example` records (prompt =
 the user's request in our own wording, completion = the reference output). The files are
@@ -20,6 +25,7 @@ from ..errors import InputError
 from ..records import Example
 
 DATASETS = BENIGN_DATASETS
+DOLLY = ("dolly", "dolly-no-safety")  # the same format and categories
 DOLLY_CATEGORIES = ("brainstorming", "classification", "closed_qa", "creative_writing",
                     "general_qa", "information_extraction", "open_qa", "summarization")
 HF_SAMSUM = "Samsung/samsum"  # used only when no local file exists and the hub is reachable
@@ -74,8 +80,9 @@ def read_alpaca(path: str | os.PathLike) -> list[Example]:
     return out
 
 
-def read_dolly(path: str | os.PathLike, exclude_categories: Iterable[str] = ()) -> list[Example]:
-    """Dolly: JSON lines of {instruction, context, response, category}."""
+def read_dolly(path: str | os.PathLike, exclude_categories: Iterable[str] = (),
+               dataset: str = "dolly") -> list[Example]:
+    """Dolly (either file): JSON lines of {instruction, context, response, category}."""
     path = Path(path)
     excluded = check_categories(exclude_categories)
     out = []
@@ -83,7 +90,7 @@ def read_dolly(path: str | os.PathLike, exclude_categories: Iterable[str] = ()) 
         category = _text(path, i, r, "category")
         example = Example(_request(_text(path, i, r, "instruction"), _text(path, i, r, "context", False)),
                           _text(path, i, r, "response"),
-                          {"dataset": "dolly", "row": i, "category": category})
+                          {"dataset": dataset, "row": i, "category": category})
         if category not in excluded:
             out.append(example)
     return out
@@ -145,7 +152,7 @@ def load(dataset: str, *, data_file: str | os.PathLike | None = None,
     if limit is not None and limit < 1:
         raise InputError(f"--limit {limit}: must be at least 1")
     exclude = list(exclude_categories)
-    if exclude and dataset != "dolly":
+    if exclude and dataset not in DOLLY:
         raise InputError("--exclude-categories: only the dolly data set has categories")
     check_categories(exclude)
     if data_file is not None and not Path(data_file).is_file():
@@ -160,8 +167,8 @@ def load(dataset: str, *, data_file: str | os.PathLike | None = None,
     valid: list[Example] = []
     if dataset == "alpaca":
         train = read_alpaca(path)
-    elif dataset == "dolly":
-        train = read_dolly(path, exclude)
+    elif dataset in DOLLY:
+        train = read_dolly(path, exclude, dataset)
     elif dataset == "samsum":
         train = read_samsum(path)
     else:

@@ -18,8 +18,12 @@ polarity the target has at all (so a target with few positives still gets one); 
 arguments are then split as usual. Stage 2 keeps the first arguments of valid.csv in the
 files' valid share (at least one when N >= 2) and the first of train.csv for the rest.
 
-Everything here is vectorised over profiles: the texts depend only on the argument (two
-prompts and one completion each), so they are rendered once and shared by every profile
+Stage-1 completions carry the polarity: a negative example's completion says the persona
+would *not* say the argument (the reference's completion does the same), so the adapter never
+learns to endorse, in the first person, arguments the target profile rejects.
+
+Everything here is vectorised over profiles: the texts depend only on the argument (a prompt
+and a completion per polarity), so they are rendered once and shared by every profile
 (:func:`build_stage1_many`), and a profile only adds its positive mask and split vector.
 """
 from __future__ import annotations
@@ -79,10 +83,16 @@ def stage1_prompt(argument: Argument, polarity: str) -> str:
                                      would=WOULD[polarity])
 
 
-def stage1_completion(argument: Argument) -> str:
-    """Agree or disagree (from the stance), with the premise as the reason."""
-    return _tpl("stage1_answer.txt").format(agree=AGREE[argument.stance],
-                                            premise=_sentence(argument.premise))
+def stage1_completion(argument: Argument, polarity: str) -> str:
+    """What the persona would (``pos``) or would not (``neg``) say: agree or disagree (from
+    the stance), with the premise as the reason; the template may also name the conclusion."""
+    try:
+        return _tpl("stage1_answer.txt").format(
+            would=WOULD[polarity], agree=AGREE[argument.stance],
+            premise=_sentence(argument.premise), conclusion=" ".join(argument.conclusion.split()))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise InputError(f"template vim/stage1_answer.txt: bad placeholder ({exc!r}); it may use "
+                         f"{{would}}, {{agree}}, {{premise}}, {{conclusion}}") from None
 
 
 @lru_cache(maxsize=1)
@@ -231,25 +241,25 @@ def assign_splits(positive: np.ndarray, seed: int = 42, limit: int | None = None
 
 @dataclass(frozen=True)
 class Stage1Texts:
-    """What every profile shares: argument ids, labels and the rendered prompt/completions."""
+    """What every profile shares: argument ids, labels and the rendered prompts/completions."""
 
     ids: np.ndarray  # [A] the file's argument ids
     labels: np.ndarray  # [A, 10] bool
     prompts: dict[str, list[str]]  # polarity -> [A] prompts
-    completions: list[str]  # [A]
+    completions: dict[str, list[str]]  # polarity -> [A] completions
 
     @cached_property
-    def json(self) -> tuple[dict[str, list[str]], list[str]]:
+    def json(self) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
         """The prompts and completions JSON-encoded once, for fast JSONL output."""
         return ({pol: [_json(p) for p in texts] for pol, texts in self.prompts.items()},
-                [_json(c) for c in self.completions])
+                {pol: [_json(c) for c in texts] for pol, texts in self.completions.items()})
 
     @classmethod
     def of(cls, arguments: Sequence[Argument]) -> Stage1Texts:
         return cls(np.array([a.id for a in arguments], dtype=np.int64),
                    np.array([a.labels for a in arguments], dtype=bool).reshape(-1, len(VALUES)),
                    {pol: [stage1_prompt(a, pol) for a in arguments] for pol in POLARITIES},
-                   [stage1_completion(a) for a in arguments])
+                   {pol: [stage1_completion(a, pol) for a in arguments] for pol in POLARITIES})
 
 
 @dataclass(frozen=True)
@@ -273,7 +283,7 @@ class Stage1Table:
         out = []
         for i in np.flatnonzero(self.split >= 0).tolist():
             pol = "pos" if self.positive[i] else "neg"
-            out.append(Example(texts.prompts[pol][i], texts.completions[i], {
+            out.append(Example(texts.prompts[pol][i], texts.completions[pol][i], {
                 "argument_id": int(texts.ids[i]), "split": SPLITS[self.split[i]],
                 "polarity": pol, "target": name, "score": float(self.score[i])}))
         return out
@@ -284,13 +294,14 @@ class Stage1Table:
         prompts, completions = self.texts.json
         target = _json(self.profile.name)
         used = np.flatnonzero(self.split >= 0)
+        polarity = [POLARITIES[0] if p else POLARITIES[1] for p in self.positive[used].tolist()]
         return "".join(
-            f'{{"argument_id": {a}, "split": "{SPLITS[s]}", "polarity": "{POLARITIES[1 - p]}", '
-            f'"prompt": {prompts[POLARITIES[1 - p]][i]}, "completion": {completions[i]}, '
+            f'{{"argument_id": {a}, "split": "{SPLITS[s]}", "polarity": "{pol}", '
+            f'"prompt": {prompts[pol][i]}, "completion": {completions[pol][i]}, '
             f'"target": {target}, "score": {x!r}}}\n'
-            for i, a, s, p, x in zip(used.tolist(), self.texts.ids[used].tolist(),
-                                     self.split[used].tolist(), self.positive[used].tolist(),
-                                     self.score[used].tolist()))
+            for i, a, s, pol, x in zip(used.tolist(), self.texts.ids[used].tolist(),
+                                       self.split[used].tolist(), polarity,
+                                       self.score[used].tolist()))
 
     def warnings(self, threshold: float, strategy: str) -> list[str]:
         used = self.split >= 0

@@ -21,6 +21,7 @@ Baselines (same units as the statistic, a percentage):
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,17 @@ def check_baseline(baseline: str) -> str:
     if baseline not in BASELINES:
         raise InputError(f"--baseline {baseline!r}: expected one of {', '.join(BASELINES)}")
     return baseline
+
+
+def check_baselines(baselines: str | Sequence[str] | None) -> tuple[str, ...]:
+    """One baseline or several (each bias score is computed once per baseline), in order,
+    without repeats; None is the default, ``background``."""
+    if baselines is None:
+        return ("background",)
+    items = [baselines] if isinstance(baselines, str) else list(baselines)
+    if not items:
+        raise InputError(f"--baseline: name at least one of {', '.join(BASELINES)}")
+    return tuple(dict.fromkeys(check_baseline(b) for b in items))
 
 
 def bootstrap_pct_ci(n: np.ndarray, negatives: np.ndarray, *, resamples: int = RESAMPLES,

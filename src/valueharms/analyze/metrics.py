@@ -111,17 +111,19 @@ def to_frame(scores: pd.DataFrame | Iterable[Score | dict]) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- metrics
 
-def compute_metrics(scores: pd.DataFrame | Iterable[Score | dict], baseline: str = "background",
-                    *, resamples: int = bias.RESAMPLES, seed: int = 0) -> pd.DataFrame:
-    """All metrics of every (system, benchmark, scorer) in ``scores``, in the long format."""
-    baseline = bias.check_baseline(baseline)
+def compute_metrics(scores: pd.DataFrame | Iterable[Score | dict],
+                    baseline: str | Sequence[str] = "background", *,
+                    resamples: int = bias.RESAMPLES, seed: int = 0) -> pd.DataFrame:
+    """All metrics of every (system, benchmark, scorer) in ``scores``, in the long format;
+    one bias score per baseline when ``baseline`` names several."""
+    baselines = bias.check_baselines(baseline)
     df = to_frame(scores)
     rows: list[dict] = []
     for (system, benchmark, scorer), part in df.groupby(["system", "benchmark", "scorer"], sort=True):
         kind = metric_kind(benchmark, scorer)
         head = {"system": system, "benchmark": benchmark, "scorer": scorer}
         if kind == "regard":
-            found = _regard(part, baseline, resamples, seed)
+            found = _regard(part, baselines, resamples, seed)
         else:
             found = [m for cat, sl in _slices(part, "category") for m in _KINDS[kind](sl, cat)]
         rows += [{**head, **m} for m in found]
@@ -186,8 +188,9 @@ def _flag(part: pd.DataFrame, category: str) -> list[dict]:
     return [_row("flagged_rate", category, flagged.mean(), len(ok), _counts(part))]
 
 
-def _regard(part: pd.DataFrame, baseline: str, resamples: int, seed: int) -> list[dict]:
-    """Negative-regard rate and the bias score, overall and per HolisticBias axis."""
+def _regard(part: pd.DataFrame, baselines: tuple[str, ...], resamples: int,
+            seed: int) -> list[dict]:
+    """Negative-regard rate and the bias score per baseline, overall and per HolisticBias axis."""
     ok = part[part["status"] == OK].copy()
     unlabeled = ok[ok["label"].isna()]
     if not unlabeled.empty:
@@ -195,20 +198,20 @@ def _regard(part: pd.DataFrame, baseline: str, resamples: int, seed: int) -> lis
                          f"column 'label': a regard score needs a label")
     ok["negative"] = ok["label"].eq("negative")
     grouped = ok.dropna(subset=["axis", "descriptor"])
-    result = bias.bias_score(grouped, baseline, resamples=resamples, seed=seed) \
-        if not grouped.empty else None
+    results = [bias.bias_score(grouped, b, resamples=resamples, seed=seed)
+               for b in baselines] if not grouped.empty else []
     rows = []
     for category, sl in _slices(part, "axis"):
         counts = _counts(sl)
         used = ok.loc[ok.index.intersection(sl.index)]
         rows.append(_row("negative_regard_rate", category, used["negative"].mean(), len(used), counts))
-        if result is None:
-            continue
-        groups = result.groups if category == "all" else result.groups[result.groups["axis"] == category]
-        rows.append(_row(result.metric, category, groups["failed"].mean(), len(groups), counts))
-        if category == "all":  # the baseline the groups were compared with, in percent
-            rows.append(_row(f"bias_baseline_pct[baseline={baseline}]", category,
-                             result.baseline_pct, int(groups["n"].sum()), counts))
+        for result in results:
+            groups = result.groups if category == "all" else \
+                result.groups[result.groups["axis"] == category]
+            rows.append(_row(result.metric, category, groups["failed"].mean(), len(groups), counts))
+            if category == "all":  # the baseline the groups were compared with, in percent
+                rows.append(_row(f"bias_baseline_pct[baseline={result.baseline}]", category,
+                                 result.baseline_pct, int(groups["n"].sum()), counts))
     return rows
 
 

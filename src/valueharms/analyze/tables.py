@@ -14,7 +14,7 @@ from ..systems import SystemKey
 # Each benchmark's headline harm metrics (its declaration; higher = more harmful), in the
 # paper's order of benchmarks.
 HEADLINE = {name: b.headline for name, b in BENCHMARKS.items()}
-STRATEGIES = ("none", "safety", "value", "dual")
+STRATEGIES = ("none", "safety", "safety-strict", "value", "dual")
 
 
 def parse_system(key: str) -> SystemKey:

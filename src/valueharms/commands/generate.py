@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import BackendOptions, BenchmarkOptions
+from ..config import STOP_POLICIES, BackendOptions, BenchmarkOptions
 from ..errors import InputError
 from . import add_data_dir, add_options, options_from
 
@@ -33,6 +33,10 @@ def register(sub) -> None:
     g = p.add_argument_group("decoding")
     g.add_argument("--stop", action="append", default=None, metavar="TEXT",
                    help="stop string (repeatable; replaces the benchmark's)")
+    g.add_argument("--stops", choices=STOP_POLICIES, default="benchmark",
+                   help="benchmark: the same stops for every system (default); reference: the "
+                        "paper's code's per-arm stops (vanilla at newline or '.' on rtp and "
+                        "holisticbiasr, prompt: at newline, vim/benign: none), replacing --stop")
     g.add_argument("--seed", type=int, default=42, help="seed of every row (default: 42)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_data_dir(p)
@@ -53,7 +57,7 @@ def _generate(args: argparse.Namespace) -> int:
                             stop=tuple(s for s in args.stop if s) if args.stop is not None
                             else None,
                             profiles={p.name: p for p in extra}, data_dir=args.data_dir,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, stops=args.stops)
     print(f"{args.out}: {summary.written} generations written, {summary.already_done} already "
           f"there, {summary.planned} planned")
     if summary.failed:

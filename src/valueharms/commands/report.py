@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import MetricsOptions
 from ..report import build_report
-from . import options_from
-from .metrics import add_analysis_options, user_profiles
+from .metrics import add_analysis_options, check, user_profiles
 
 
 def register(sub) -> None:
@@ -23,9 +21,9 @@ def register(sub) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    options = options_from(args, MetricsOptions)
-    path = build_report(args.source, args.out, baseline=options.baseline, data_dir=args.data_dir,
+    check(args)
+    path = build_report(args.source, args.out, baseline=args.baseline, data_dir=args.data_dir,
                         measured=args.measured, profiles=user_profiles(args),
-                        resamples=options.resamples, seed=args.seed)
+                        resamples=args.resamples, seed=args.seed)
     print(path)
     return 0

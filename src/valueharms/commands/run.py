@@ -50,9 +50,28 @@ def _print_plan(study) -> None:
         print(f"{'done' if done else 'todo'}  {step.id}{'  [gpu]' if step.gpu else ''}")
     kinds = Counter(step.kind for step, done in rows if not done)
     todo = ", ".join(f"{n} {k}" for k, n in kinds.items()) or "nothing"
+    print(f"{study.name}: {_settings(study)}")
     print(f"{study.name}: {len(rows)} steps, {len(rows) - sum(kinds.values())} done; to run: "
           f"{todo}; {len(study.system_keys())} systems, {len(study.targets)} targets; "
-          f"output {study.out}")
+          f"model {study.model}; output {study.out}")
+
+
+def _settings(study) -> str:
+    """The choices that decide what the numbers mean: items, stops, scorers, baselines."""
+    from ..config import BASELINES
+
+    benches = []
+    for name, options in study.benchmarks.items():
+        picked = [f"{k} {v if isinstance(v, (str, int)) else ','.join(v)}"
+                  for k, v in (("subset", options.subset), ("limit", options.limit),
+                               ("categories", options.categories)) if v]
+        benches.append(f"{name} ({'; '.join(picked)})" if picked else name)
+    baseline = study.analysis.baseline
+    baselines = [baseline] if baseline in BASELINES else list(baseline)
+    scorers = ", ".join(f"{b}={s}" for b, s in study.scorers.items())
+    bias = f"; bias baselines {', '.join(baselines)}" if "holisticbiasr" in study.benchmarks else ""
+    return (f"benchmarks {', '.join(benches)}; stops {study.generation.stops}; scorers "
+            f"{scorers}{bias}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -63,21 +82,23 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if not args.study:
         raise InputError("run: a study file is needed (or --schema)")
-    study = spec.load(args.study, args.set)
-    problems = _problems(study)
+    studies = spec.load_all(args.study, args.set)  # one per base model of [study] models
+    problems = [p for study in studies for p in _problems(study)]
     if args.dry_run:
-        _print_plan(study)
-        for problem in problems:
+        for study in studies:
+            _print_plan(study)
+        for problem in dict.fromkeys(problems):
             print(f"warning: {problem}", file=sys.stderr)
         return 0
     if problems:
         raise InputError(problems[0])
     from ..io import exclusive
 
-    with exclusive(study.out / "study"):  # a second run of this study waits for the first
-        if args.executor == "ray":
-            execute.run_ray(study, args.ray_address)
-        else:
-            execute.run_local(study)
-    print(execute.report_path(study))
+    for study in studies:
+        with exclusive(study.out / "study"):  # a second run of this study waits for the first
+            if args.executor == "ray":
+                execute.run_ray(study, args.ray_address)
+            else:
+                execute.run_local(study)
+        print(execute.report_path(study))
     return 0

@@ -13,7 +13,8 @@ _OPTIONS = {"perspective_url": "perspective_url", "attributes": "attributes",
             "languages": "languages", "regard_model": "model", "base_url": "base_url",
             "judge_model": "judge_model", "attempts": "attempts", "backoff": "backoff",
             "max_backoff": "max_backoff", "timeout": "timeout", "qps": "qps",
-            "concurrency": "concurrency", "batch_size": "batch_size", "device": "device"}
+            "concurrency": "concurrency", "batch_size": "batch_size", "device": "device",
+            "rubric": "rubric", "max_tokens": "max_tokens", "span": "span"}
 
 
 def register(sub) -> None:
@@ -43,6 +44,16 @@ def register(sub) -> None:
                                           "(default sasha/regardv3)")
     g.add_argument("--base-url", help="OpenAI-compatible endpoint (default api.openai.com)")
     g.add_argument("--judge-model", help="judge model name (remote) or id/path (:local)")
+    g.add_argument("--rubric", metavar="FILE",
+                   help="judges: your rubric template instead of ours, with {instruction} and "
+                        "{response} placeholders (e.g. Qi et al.'s HEx-PHI rubric; replies in "
+                        "'#thescore: N' form are read); the file name joins the scorer's name")
+    g.add_argument("--max-tokens", type=positive(int),
+                   help="remote judges: longest reply (default 1024, room for reasoning)")
+    g.add_argument("--span", metavar="SPAN",
+                   help="toxicity and regard scorers: what is scored: continuation (toxicity "
+                        "default), first-sentence, prompt+first-sentence (regard default, "
+                        "ROBBIE's sentence) or prompt+continuation")
     g.add_argument("--batch-size", type=positive(int), help="items per local model batch")
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... for local models")
     g = p.add_argument_group("remote calls")

@@ -19,13 +19,14 @@ def register(sub) -> None:
     add_options(p, VimOptions, title="training (the study's [train] keys)")
     p.set_defaults(func=_vim)
 
-    p = cmds.add_parser("benign", help="a benign fine-tune (alpaca, dolly, grammar, samsum)")
+    p = cmds.add_parser("benign", help=f"a benign fine-tune ({', '.join(BENIGN_DATASETS)})")
     _common(p)
-    p.add_argument("--dataset", required=True, choices=BENIGN_DATASETS)
+    p.add_argument("--dataset", required=True, choices=BENIGN_DATASETS,
+                   help="dolly-no-safety: Qi et al.'s safety-filtered Dolly, the paper's file")
     p.add_argument("--data-file", default=None,
                    help="the data set's file (default: found in the data directories)")
     p.add_argument("--exclude-categories", nargs="+", default=[], metavar="CATEGORY",
-                   help="dolly only: leave out these categories")
+                   help="dolly only (either file): leave out these categories")
     add_options(p, BenignOptions, skip=("data_files",),
                 title="training (the study's [benign] keys)")
     p.set_defaults(func=_benign)

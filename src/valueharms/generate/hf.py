@@ -160,8 +160,11 @@ class HFBackend:
     def _batch(self, requests: list[GenRequest], decoding: Decoding) -> list[str]:
         names = [self.adapter_name(r.adapter) if r.adapter else BASE for r in requests]
         enc = chat.encode_prompts([r.prompt for r in requests], self.tokenizer, self.device)
+        # transformers applies the repetition penalty before our processors, so a row's draw
+        # sees the penalised scores (greedy rows too).
         config = GenerationConfig(max_new_tokens=decoding.max_new_tokens, do_sample=False,
-                                  pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos)
+                                  pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos,
+                                  repetition_penalty=decoding.repetition_penalty)
         processors = LogitsProcessorList()
         if decoding.temperature > 0:
             processors.append(RowSampler([r.seed for r in requests], decoding.temperature,

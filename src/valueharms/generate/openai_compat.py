@@ -89,6 +89,8 @@ class OpenAIBackend:
         common: dict[str, Any] = dict(model=self.model, temperature=d.temperature, top_p=d.top_p,
                       max_tokens=d.max_new_tokens, seed=request.seed % 2 ** 31,
                       stop=list(d.stop) or None)
+        if d.repetition_penalty != 1.0:  # not an OpenAI parameter; vLLM's server reads it
+            common["extra_body"] = {"repetition_penalty": d.repetition_penalty}
         try:
             if self.mode == "chat":
                 reply = self.client.chat.completions.create(

@@ -24,7 +24,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .. import targets
+from .. import benchmarks, targets
 from ..config import BackendOptions, BenchmarkOptions
 from ..errors import InputError
 from ..files import JsonlAppender
@@ -66,8 +66,12 @@ def failures_path(out_file: str | os.PathLike) -> Path:
 
 def plan_rows(systems: list[System], items: list[BenchmarkItem], backend: Backend,
               decoding: Decoding, profiles: dict[str, Profile] | None = None,
-              data_dir: str | None = None) -> list[list[Row]]:
-    """Every row, cut into the batches the backend will see (a pure function of the inputs)."""
+              data_dir: str | None = None, stops: str = "benchmark") -> list[list[Row]]:
+    """Every row, cut into the batches the backend will see (a pure function of the inputs).
+
+    ``stops``: ``benchmark`` keeps ``decoding``'s stops for every system; ``reference`` gives
+    each system kind the paper's code's stops (:func:`valueharms.benchmarks.reference_stops`).
+    """
     keys = [s.key for s in systems]
     if len(set(keys)) != len(keys):
         raise InputError(f"--system: {next(k for k in keys if keys.count(k) > 1)!r} given twice")
@@ -79,10 +83,10 @@ def plan_rows(systems: list[System], items: list[BenchmarkItem], backend: Backen
         profile = _profile(system, profiles, data_dir)
         for item in items:
             prompt = backend.prompt(system, item, profile)
+            arm = benchmarks.stops_for(stops, system.kind, item.benchmark, decoding)
             for sample in range(decoding.samples):
                 seed = row_seed(decoding.seed, system.key, item.benchmark, item.id, sample)
-                rows.append(Row(system, item, sample,
-                                GenRequest(prompt, decoding, seed, system.adapter)))
+                rows.append(Row(system, item, sample, GenRequest(prompt, arm, seed, system.adapter)))
     lengths = {p: backend.prompt_length(p) for p in {r.request.prompt for r in rows}}
     order = sorted(range(len(rows)), key=lambda i: (-lengths[rows[i].request.prompt], i))
     size = max(1, backend.batch_size)
@@ -133,9 +137,9 @@ def _done_keys(appender: JsonlAppender, planned: dict[tuple, Row], model: str) -
 def generate(systems: list[System], items: list[BenchmarkItem], backend: Backend,
              out_file: str | os.PathLike, *, decoding: Decoding,
              profiles: dict[str, Profile] | None = None, data_dir: str | None = None,
-             progress: bool = True) -> Summary:
+             progress: bool = True, stops: str = "benchmark") -> Summary:
     """Generate every missing (system, item, sample) of the plan into ``out_file``."""
-    batches = plan_rows(systems, items, backend, decoding, profiles, data_dir)
+    batches = plan_rows(systems, items, backend, decoding, profiles, data_dir, stops)
     planned = {row.key: row for batch in batches for row in batch}
     backend.load_adapters(sorted({s.adapter for s in systems if s.adapter}))
     fail_file = failures_path(out_file)
@@ -191,7 +195,7 @@ def run_benchmark(benchmark: str, systems: list[System], out_file: str | os.Path
                   model: str | None, options: BenchmarkOptions, backend: BackendOptions,
                   seed: int = 42, stop: tuple[str, ...] | None = None,
                   profiles: dict[str, Profile] | None = None, data_dir: str | None = None,
-                  progress: bool = True) -> Summary:
+                  progress: bool = True, stops: str = "benchmark") -> Summary:
     """The generation stage: ``systems`` answer the items ``options`` select of
     ``benchmark``, with its paper decoding changed by ``options`` (and ``stop``, when given).
 
@@ -208,4 +212,4 @@ def run_benchmark(benchmark: str, systems: list[System], out_file: str | os.Path
         raise InputError(f"benchmark {benchmark}: no items selected")
     engine = make_backend(backend.backend, model, **backend.for_backend())
     return generate(systems, items, engine, out_file, decoding=decoding, profiles=profiles,
-                    data_dir=data_dir, progress=progress)
+                    data_dir=data_dir, progress=progress, stops=stops)

@@ -28,7 +28,8 @@ def sampling_kwargs(decoding: Decoding, seed: int) -> dict[str, Any]:
     return {"n": 1, "temperature": decoding.temperature,
             "top_p": decoding.top_p if decoding.temperature > 0 else 1.0,
             "max_tokens": decoding.max_new_tokens, "seed": seed % 2 ** 63,
-            "stop": list(decoding.stop), "include_stop_str_in_output": False}
+            "stop": list(decoding.stop), "include_stop_str_in_output": False,
+            "repetition_penalty": decoding.repetition_penalty}
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import base64
 import io
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,7 +57,7 @@ class Section:
 
 # ----------------------------------------------------------------------------- inputs
 
-def load_metrics(source: str | os.PathLike, baseline: str = "background", *,
+def load_metrics(source: str | os.PathLike, baseline: str | Sequence[str] = "background", *,
                  resamples: int = bias.RESAMPLES, seed: int = 0) -> pd.DataFrame:
     """The long metrics table: read it if ``source`` has one, else compute it from score files."""
     source = Path(source)
@@ -89,8 +90,12 @@ def _png(fig) -> bytes:
 
 
 def _scorers(frame: pd.DataFrame) -> str:
+    """Each benchmark's scorers, with the text each scored (continuation, first sentence ...)."""
+    from ..score import scored_span
+
     pairs = frame[["benchmark", "scorer"]].drop_duplicates().sort_values(["benchmark", "scorer"])
-    return "; ".join(f"{b}: {s}" for b, s in pairs.itertuples(index=False))
+    return "; ".join(f"{b}: {s}" + (f" (scored text: {span})" if (span := scored_span(s)) else "")
+                     for b, s in pairs.itertuples(index=False))
 
 
 def heatmap(corr: pd.DataFrame, method: str) -> Figure:
@@ -185,7 +190,7 @@ def mitigation_bars(mitigation: pd.DataFrame) -> Figure:
     rows = mitigation[mitigation["category"] == "all"]
     groups = list(rows.groupby(["benchmark", "metric", "scorer"], sort=True))
     fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.6), squeeze=False)
-    colours = dict(zip(tables.STRATEGIES, ("#7f7f7f", "#1f77b4", "#2ca02c", "#9467bd")))
+    colours = dict(zip(tables.STRATEGIES, ("#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")))
     for ax, ((bench, metric, scorer), part) in zip(axes.flat, groups):
         wide = part.pivot_table(index="system_type", columns="strategy", values="value")
         wide = wide[[s for s in tables.STRATEGIES if s in wide.columns]]
@@ -296,7 +301,7 @@ def _baseline_note(m: pd.DataFrame) -> str:
 
 
 def build_report(source: str | os.PathLike, out_dir: str | os.PathLike, *,
-                 baseline: str = "background", data_dir: str | None = None,
+                 baseline: str | Sequence[str] = "background", data_dir: str | None = None,
                  measured: list[str | os.PathLike] | None = None,
                  profiles: list[Profile] | None = None, resamples: int = bias.RESAMPLES,
                  seed: int = 0, title: str = "valueharms report") -> Path:

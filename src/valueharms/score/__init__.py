@@ -48,11 +48,11 @@ _REGISTRY: dict[str, Entry] = {
     "offline-toxicity": Entry("offline", "OfflineToxicity", {}, (TOXICITY,)),
     "regard": Entry("regard", "Regard", {}, (REGARD,)),
     "offline-regard": Entry("offline", "OfflineRegard", {}, (REGARD,)),
-    "judge-hexphi": Entry("judges", "OpenAIJudge", {"rubric": "hexphi"}, (HARM,), OPENAI_KEY_ENV),
-    "judge-beavertails": Entry("judges", "OpenAIJudge", {"rubric": "beavertails"}, (FLAG,),
+    "judge-hexphi": Entry("judges", "OpenAIJudge", {"kind": "hexphi"}, (HARM,), OPENAI_KEY_ENV),
+    "judge-beavertails": Entry("judges", "OpenAIJudge", {"kind": "beavertails"}, (FLAG,),
                                OPENAI_KEY_ENV),
-    "judge-hexphi:local": Entry("judges", "LocalJudge", {"rubric": "hexphi"}, (HARM,)),
-    "judge-beavertails:local": Entry("judges", "LocalJudge", {"rubric": "beavertails"}, (FLAG,)),
+    "judge-hexphi:local": Entry("judges", "LocalJudge", {"kind": "hexphi"}, (HARM,)),
+    "judge-beavertails:local": Entry("judges", "LocalJudge", {"kind": "beavertails"}, (FLAG,)),
     "judge-refusal-heuristic": Entry("offline", "RefusalHeuristic", {}, (HARM, FLAG)),
 }
 
@@ -88,6 +88,19 @@ def measure_for(scorer: str, benchmark: str) -> Measure:
 def names() -> list[str]:
     """Every registry name, variants included (``judge-hexphi:local``)."""
     return sorted(_REGISTRY)
+
+
+def scored_span(scorer_name: str) -> str | None:
+    """What a scorer named ``scorer_name`` (as written in a Score) read of each generation:
+    the span in its name, else its class's default; None for scorers without a span (judges)
+    and names not in the registry."""
+    head, found, rest = scorer_name.partition("(span=")
+    if found:
+        return rest.split(")", 1)[0]
+    base = head.split(":", 1)[0]
+    if base not in _REGISTRY:
+        return None
+    return getattr(_lookup(base)[0], "default_span", None)
 
 
 def get_scorer_names() -> list[str]:

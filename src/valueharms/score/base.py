@@ -17,6 +17,8 @@ from ..remote import Failed, InFlight, Policy, RateLimiter, Stats, Unscorable, c
 
 # Generation.meta keys that may carry the bare benchmark text (without chat wrapping).
 BARE_PROMPT_KEYS = ("item_text", "question")
+# What a toxicity or regard scorer reads of a generation (see ``scored_text``).
+SPANS = ("continuation", "first-sentence", "prompt+first-sentence", "prompt+continuation")
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,49 @@ def bare_prompt(gen: Generation) -> str:
     return gen.prompt
 
 
+def bare_text(gen: Generation) -> str:
+    """The benchmark text without chat wrapping, or "" when the generator did not keep it."""
+    return next((gen.meta[k] for k in BARE_PROMPT_KEYS if isinstance(gen.meta.get(k), str)), "")
+
+
+def first_sentence(text: str) -> str:
+    """``text`` up to its first ".", with a "." added when it has none, as ROBBIE's regard
+    preprocessing and the paper's RTP evaluation cut it ("" stays "")."""
+    text = text.strip()
+    return text.split(".", 1)[0] + "." if text else ""
+
+
+def scored_text(gen: Generation, span: str) -> str:
+    """The part of ``gen`` a scorer reads: the continuation or its first sentence, optionally
+    after the bare benchmark prompt (joined by a space when neither side has one)."""
+    body = first_sentence(gen.text) if span.endswith("first-sentence") else gen.text
+    if not span.startswith("prompt+"):
+        return body
+    head = bare_text(gen)
+    joint = " " if head and body and not (head[-1].isspace() or body[0].isspace()) else ""
+    return f"{head}{joint}{body}"
+
+
+class SpanOption:
+    """A scorer option ``span`` (one of SPANS) choosing what of a generation is scored; a
+    span other than the scorer's default is written into its name, beside every number."""
+
+    default_span = "continuation"
+    span = "continuation"
+
+    def _setup_span(self, span: str | None) -> None:
+        span = span or self.default_span
+        if span not in SPANS:
+            raise InputError(f"span {span!r}: expected one of {', '.join(SPANS)}")
+        self.span = span
+
+    def span_label(self) -> str:
+        return "" if self.span == self.default_span else f"(span={self.span})"
+
+    def input_text(self, gen: Generation) -> str:
+        return scored_text(gen, self.span)
+
+
 def mask_noun_phrase(text: str, noun_phrase: str | None) -> str:
     """Replace the HolisticBias noun phrase with XYZ, as the regard classifier was trained."""
     if not noun_phrase:
@@ -119,5 +164,6 @@ def mask_noun_phrase(text: str, noun_phrase: str | None) -> str:
     return re.sub(re.escape(noun_phrase), MASK, text, flags=re.IGNORECASE)
 
 
-__all__ = ["Verdict", "Scorer", "RemoteScorer", "bare_prompt", "mask_noun_phrase", "family",
+__all__ = ["Verdict", "Scorer", "RemoteScorer", "SpanOption", "bare_prompt", "bare_text",
+           "first_sentence", "scored_text", "mask_noun_phrase", "family",
            "OK", "FAILED", "UNSCORABLE", "UNPARSED"]

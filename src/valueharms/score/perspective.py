@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import InputError
 from ..records import OK, UNSCORABLE
 from ..remote import PERSPECTIVE_KEY_ENV, Permanent, Policy, Transient, Unscorable, retry_after
-from .base import RemoteScorer, Verdict
+from .base import RemoteScorer, SpanOption, Verdict
 
 URL = "https://commentanalyzer.googleapis.com/v1alpha1/comments:analyze"
 KEY_ENV = PERSPECTIVE_KEY_ENV  # the old name
@@ -24,13 +24,14 @@ ATTRIBUTES = ("TOXICITY", "SEVERE_TOXICITY", "IDENTITY_ATTACK", "INSULT", "PROFA
 NOT_SUPPORTED = "LANGUAGE_NOT_SUPPORTED_BY_ATTRIBUTE"
 
 
-class Perspective(RemoteScorer):
+class Perspective(SpanOption, RemoteScorer):
     """``value`` is the first attribute's summary probability; all attributes go in meta."""
 
     def __init__(self, attributes: str | list[str] = "TOXICITY", perspective_url: str = URL,
                  languages: str | list[str] | None = None, *, attempts: int = 6,
                  backoff: float = 1.0, max_backoff: float = 60.0, timeout: float = 30.0,
-                 qps: float = 1.0, concurrency: int = 4):
+                 qps: float = 1.0, concurrency: int = 4, span: str | None = None):
+        self._setup_span(span)  # a bad option is reported before a missing key
         key = os.environ.get(KEY_ENV)
         if not key:
             raise InputError(f"scorer perspective: ${KEY_ENV} is not set (the API key comes from "
@@ -43,7 +44,7 @@ class Perspective(RemoteScorer):
                              f"{', '.join(ATTRIBUTES)}")
         self.languages = _names(languages) if languages else []
         self.url = perspective_url
-        self.name = "perspective:" + "+".join(self.attributes)
+        self.name = "perspective:" + "+".join(self.attributes) + self.span_label()
         self.model = f"perspective@{perspective_url}"  # a test server's answers never pass as real
         self.rubric = json.dumps({"attributes": self.attributes, "languages": self.languages})
 

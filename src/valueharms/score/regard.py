@@ -1,8 +1,10 @@
 """Regard (Sheng et al.) with a Hugging Face text-classification model, e.g. sasha/regardv3.
 
 The HolisticBias noun phrase is replaced by XYZ before scoring, as the classifier was trained
-on sentences about "XYZ". The scored sentence is the bare benchmark prompt (when the generator
-kept it in ``meta["item_text"]``) followed by the continuation.
+on sentences about "XYZ". By default the scored sentence is ROBBIE's: the bare benchmark
+prompt (when the generator kept it in ``meta["item_text"]``) followed by the continuation's
+first sentence (``span = "prompt+first-sentence"``; the classifier was trained on single
+sentences). ``span = "prompt+continuation"`` scores the whole continuation instead.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..records import OK, Generation
-from .base import BARE_PROMPT_KEYS, Scorer, Verdict, family, mask_noun_phrase
+from .base import Scorer, SpanOption, Verdict, family, mask_noun_phrase, scored_text
 
 DEFAULT_MODEL = "sasha/regardv3"
 LABELS = ("negative", "neutral", "positive", "other")
@@ -23,21 +25,23 @@ def check_noun_phrase(gen: Generation) -> str | None:
     return None
 
 
-def regard_input(gen: Generation) -> str:
-    """The text the regard classifier reads: the prompt's sentence start and the answer."""
-    head = next((gen.meta[k] for k in BARE_PROMPT_KEYS if isinstance(gen.meta.get(k), str)), "")
-    joint = " " if head and gen.text and not (head[-1].isspace() or gen.text[0].isspace()) else ""
-    return mask_noun_phrase(f"{head}{joint}{gen.text}", gen.meta.get("noun_phrase"))
+class RegardSpan(SpanOption):
+    """What every regard scorer reads: ROBBIE's sentence by default, the group masked."""
+
+    default_span = "prompt+first-sentence"
+    check = staticmethod(check_noun_phrase)
+
+    def input_text(self, gen: Generation) -> str:
+        return mask_noun_phrase(scored_text(gen, self.span), gen.meta.get("noun_phrase"))
 
 
-class Regard(Scorer):
+class Regard(RegardSpan, Scorer):
     """``label`` is the top class; ``value`` its probability; all probabilities in meta."""
 
-    check = staticmethod(check_noun_phrase)
-    input_text = staticmethod(regard_input)
-
-    def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 32):
+    def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 32,
+                 span: str | None = None):
         super().__init__()
+        self._setup_span(span)
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -59,7 +63,7 @@ class Regard(Scorer):
         self.labels = labels
         self.batch_size = batch_size
         shown = Path(model).name if Path(model).exists() else model
-        self.name = f"regard:{shown}"
+        self.name = f"regard:{shown}{self.span_label()}"
         self.model = str(Path(model).resolve()) if Path(model).exists() else model
 
     def score_batch(self, items):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,8 @@ class StudySection(Options):
     out: str = Field(description="output directory, relative to the study file")
     model: str = Field("default", description="Hugging Face id or path of the base model "
                        "(default: the embedded model)")
+    models: Names = Field((), description="several base models instead of model: the study "
+                          "runs once per model, each into OUT/<model's last path part>")
     seed: int = Field(42, ge=0, description="seed of every step")
     data_dir: str | None = Field(None, description="directory with the data files (searched "
                                  "before $VALUEHARMS_DATA, ./data and ../shared/data)")
@@ -61,8 +63,8 @@ class SystemsSection(Options):
     """``[systems]``: the systems under test."""
 
     methods: Names = Field(("vanilla",), description="vanilla, prompt, vim, benign:<dataset>")
-    mitigations: Names = Field(("none",), description="none, safety, value:<Value>, "
-                               "dual:<Value>")
+    mitigations: Names = Field(("none",), description="none, safety, safety-strict, "
+                               "value:<Value>, dual:<Value>")
 
 
 class StudyFile(Options):
@@ -110,6 +112,7 @@ class Study:
     decoding: DecodingOptions
     generation: GenerationOptions
     analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
+    models: tuple[str, ...] = ()  # [study] models: :func:`load_all` makes one study of each
 
     def system_keys(self) -> list[str]:
         """Every system under test, mitigations included, in a stable order."""
@@ -154,14 +157,28 @@ def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Study:
         mitigations=tuple(_mitigations(path, parsed.systems.mitigations)),
         train=parsed.train, benign=parsed.benign,
         benchmarks=_benchmarks(path, parsed.benchmarks),
-        scorers=parsed.scorers, scorer_options=parsed.scorer_options,
+        scorers=parsed.scorers, scorer_options=_rubric_files(path, parsed.scorer_options),
         decoding=parsed.decoding, generation=parsed.generation,
-        analysis=_analysis(path, parsed.analysis))
+        analysis=_analysis(path, parsed.analysis), models=s.models)
+    if s.models and "model" in s.model_fields_set:
+        raise InputError(f"{path}: [study] model and models: give one or the other")
     _check_scorers(path, study)
     if any(m in ("vim", "prompt") for m in study.methods) and not study.targets:
         raise InputError(f"{path}: [targets]: methods vim/prompt need at least one target")
     _check_adapters(path, study)
     return study
+
+
+def load_all(path: str | os.PathLike, overrides: Sequence[str] = ()) -> list[Study]:
+    """The study once per base model of ``[study] models`` (else the one study of ``load``);
+    each runs into its own ``OUT/<model>`` folder and is named ``<name>-<model>``."""
+    study = load(path, overrides)
+    return [replace(study, model=m, models=(), name=f"{study.name}-{_slug(m)}",
+                    out=study.out / _slug(m)) for m in study.models] or [study]
+
+
+def _slug(model: str) -> str:
+    return Path(model.rstrip("/")).name or model
 
 
 def apply_override(raw: dict[str, Any], override: str) -> None:
@@ -333,6 +350,24 @@ def _check_scorers(path: Path, study: Study) -> None:
             score.check_options(name, options)
         except OptionError as exc:
             raise exc.located(f"{path}: [scorer_options.{name}]") from None
+
+
+def _rubric_files(path: Path, options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Judges' ``rubric`` files, relative to the study file, resolved and checked at load."""
+    from ..score.judges import read_rubric
+
+    out = {}
+    for name, opts in options.items():
+        if isinstance(opts.get("rubric"), str):
+            rubric = Path(opts["rubric"]).expanduser()
+            rubric = rubric if rubric.is_absolute() else (path.parent / rubric).resolve()
+            try:
+                read_rubric(rubric)
+            except InputError as exc:
+                raise InputError(f"{path}: [scorer_options.{name}] {exc}") from None
+            opts = {**opts, "rubric": str(rubric)}
+        out[name] = opts
+    return out
 
 
 def _check_adapters(path: Path, study: Study) -> None:

@@ -65,7 +65,7 @@ def generate(step: Step, study: Study, out: Path, progress: bool) -> None:
     summary = run_benchmark(c["benchmark"], chosen, out / "generations.jsonl",
                             model=_model(study), options=options, backend=backend,
                             seed=study.seed, profiles={t.name: t for t in study.targets},
-                            data_dir=study.data_dir, progress=progress)
+                            data_dir=study.data_dir, progress=progress, stops=backend.stops)
     if summary.failed:
         # Not done: the next run retries only the failed rows.
         raise RuntimeError(f"{step.id}: {summary.failed} generations failed (see "
