@@ -156,6 +156,9 @@ class TrainOptions(Options):
                                     "when the model has a template")
     save_steps: int = Field(50, ge=1, description="checkpoint interval (optimizer steps) for "
                             "resuming a killed run")
+    # Off by default: measured slower on a CPU (docs/performance.md, Packed training).
+    packing: bool = Field(False, description="padding-free batches: examples concatenated, "
+                          "attention kept within each; pays with flash_attention_2")
 
 
 class TrainConfig(TrainOptions):
@@ -241,10 +244,14 @@ class BackendOptions(Options):
     base_url: str | None = Field(None, description="openai: the endpoint (default "
                                  "api.openai.com)")
     max_loras: int = Field(8, ge=1, description="vllm: adapters served in one batch")
+    token_budget: int | None = Field(None, ge=1, description="hf: at most this many rows x "
+                                     "longest prompt tokens per batch (default 8192)")
+    prefix_cache: bool = Field(True, description="hf: compute prompt starts shared within a "
+                               "batch (system prompt, persona) once per adapter")
 
     def for_backend(self) -> dict[str, Any]:
         """The constructor options that apply to the chosen backend (set ones only)."""
-        takes = {"hf": ("batch_size",), "vllm": ("batch_size", "max_loras"),
+        takes = {"hf": ("batch_size", "token_budget", "prefix_cache"), "vllm": ("batch_size", "max_loras"),
                  "openai": ("batch_size", "base_url")}[self.backend]
         return {k: v for k, v in self.model_dump(exclude_unset=True).items()
                 if k in takes and v is not None}

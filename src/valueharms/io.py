@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from . import sources
+from . import profile, sources
 
 log = logging.getLogger("valueharms.io")
 # What every manifest (training runs, study steps) records about the software that made it.
@@ -134,11 +134,12 @@ class JsonlAppender:
 
     def write_many(self, records: Iterable[dict]) -> None:
         """Several complete lines with one fsync; a kill keeps a prefix of them (whole lines)."""
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        if text:
-            self._fh.write(text)
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+        with profile.current().span("io"):
+            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            if text:
+                self._fh.write(text)
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         try:

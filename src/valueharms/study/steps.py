@@ -7,7 +7,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+from .. import profile
 from ..io import atomic_write_text
+from ..records import BenchmarkItem, Decoding, System
 from ..systems import SystemKey
 from .plan import Step
 from .spec import Study
@@ -50,11 +52,10 @@ def train(step: Step, study: Study, out: Path, progress: bool) -> None:
                train_config(options, seed=study.seed, progress=progress), say=say)
 
 
-def generate(step: Step, study: Study, out: Path, progress: bool) -> None:
+def generation_inputs(step: Step, study: Study) -> tuple[list[BenchmarkItem], list[System], Decoding]:
+    """A generate step's (benchmark items, systems with their adapters, decoding)."""
     from .. import benchmarks, systems
-    from ..config import BenchmarkOptions, GenerationOptions
-    from ..generate import make_backend
-    from ..generate.run import generate as run_generation
+    from ..config import BenchmarkOptions
 
     c = step.config
     bench = benchmarks.get(c["benchmark"])
@@ -71,11 +72,22 @@ def generate(step: Step, study: Study, out: Path, progress: bool) -> None:
                                       extra=list(study.targets))
         systems.require_adapter(system)
         chosen.append(system)
+    return items, chosen, decoding
+
+
+def generate(step: Step, study: Study, out: Path, progress: bool) -> None:
+    from ..config import GenerationOptions
+    from ..generate import make_backend
+    from ..generate.run import generate as run_generation
+
+    c = step.config
+    items, chosen, decoding = generation_inputs(step, study)
     g = GenerationOptions(**c["generation"])
     backend_options = g.for_backend()
     if g.backend == "hf":
         backend_options["device"] = c.get("device")
-    backend = make_backend(g.backend, _model(study), **backend_options)
+    with profile.current().span("load"):
+        backend = make_backend(g.backend, _model(study), **backend_options)
     summary = run_generation(chosen, items, backend, out / "generations.jsonl", decoding=decoding,
                              profiles={t.name: t for t in study.targets},
                              data_dir=study.data_dir, progress=progress,
@@ -91,9 +103,11 @@ def score(step: Step, study: Study, out: Path, progress: bool) -> None:
     from ..score.cache import ScoreCache
     from ..score.run import score_file
 
-    scorer = scoring.get_scorer(step.config["scorer"], **step.config["options"])
+    timer = profile.current()
+    with timer.span("load"):
+        scorer = scoring.get_scorer(step.config["scorer"], **step.config["options"])
     source = study.out / "steps" / step.deps[0] / "generations.jsonl"
-    with ScoreCache(None) as cache:
+    with ScoreCache(None) as cache, timer.span("scoring"):
         summary = score_file(source, out / "scores.jsonl", scorer, cache=cache,
                              retry=("failed",), progress=progress)
     scorer.close()
@@ -107,10 +121,13 @@ def alignment(step: Step, study: Study, out: Path, progress: bool) -> None:
     from ..generate import make_backend
 
     c = step.config
-    backend = make_backend("hf", _model(study), device=c.get("device"),
-                           batch_size=study.generation.batch_size or 8)
+    timer = profile.current()
+    with timer.span("load"):
+        backend = make_backend("hf", _model(study), device=c.get("device"),
+                               batch_size=study.generation.batch_size or 8)
     adapters = {key: str(adapter_dir(study, key, sid)) for key, sid in c["adapters"].items()}
-    backend.load_adapters(sorted(adapters.values()))
+    with timer.span("adapters"):
+        backend.load_adapters(sorted(adapters.values()))
     subjects, trained_on = [check.Subject("vanilla")], {}
     for text in c["systems"]:
         key = SystemKey.parse(text)
