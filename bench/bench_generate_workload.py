@@ -28,11 +28,11 @@ from pathlib import Path
 
 from bench_adapters import make_adapters
 from valueharms import chat, models
-from valueharms.generate.hf import HFBackend, shared_prefix_lengths
+from valueharms.generate.hf import TOKEN_BUDGET, HFBackend, shared_prefix_lengths
 from valueharms.generate.run import plan_rows
 from valueharms.study import plan, spec, steps
 
-OLD = {"prefix_cache": False, "token_budget": 10 ** 9}
+OLD = {"prefix_cache": False, "token_budget": 10 ** 9}  # every row's whole prompt, rows only
 
 
 def texts(path: Path) -> dict[tuple, str]:
@@ -46,7 +46,7 @@ def prompt_tokens(study, step, backend: HFBackend) -> tuple[int, int, int]:
     items, chosen, decoding = steps.generation_inputs(step, study)
     profiles = {t.name: t for t in study.targets}
     old_batches = plan_rows(chosen, items, backend, decoding, profiles, study.data_dir)
-    backend.token_budget = study.generation.get("token_budget", 8192)
+    backend.token_budget = study.generation.token_budget or TOKEN_BUDGET
     new_batches = plan_rows(chosen, items, backend, decoding, profiles, study.data_dir)
     backend.token_budget = None
     old = sum(len(b) * max(backend.prompt_length(r.request.prompt) for r in b) for b in old_batches)
@@ -61,7 +61,7 @@ def prompt_tokens(study, step, backend: HFBackend) -> tuple[int, int, int]:
 
 
 def count(study, steps_) -> None:
-    backend = HFBackend(None, batch_size=study.generation.get("batch_size", 8), token_budget=None)
+    backend = HFBackend(None, batch_size=study.generation.batch_size or 8, token_budget=None)
     total = [0, 0]
     for step in (s for s in steps_ if s.kind == "generate"):
         rows, old, new = prompt_tokens(study, step, backend)
@@ -90,17 +90,22 @@ def main() -> None:
         count(study, steps_)
         if args.count_only:
             return
-        sides = {"old": replace(study, generation={**study.generation, **OLD}), "new": study}
+        # A step carries its generation settings: each side runs the steps of its own plan
+        # (the train steps, hence the adapters, are the same in both).
+        old = replace(study, generation=study.generation.changed(**OLD))
+        sides = {side: (s, {g.name: g for g in plan.plan(s) if g.kind == "generate"})
+                 for side, s in (("old", old), ("new", study))}
         total = {"old": 0.0, "new": 0.0}
         print(f"{args.study}: {len(study.system_keys())} systems, batch size "
-              f"{study.generation.get('batch_size', 8)}; machine shared with other jobs")
+              f"{study.generation.batch_size or 8}; machine shared with other jobs")
         for n, step in enumerate(s for s in steps_ if s.kind == "generate"):
             seconds, outputs = {}, {}
             for side in (("old", "new") if n % 2 == 0 else ("new", "old")):
+                side_study, side_steps = sides[side]
                 out = Path(tmp) / side / step.id
                 out.mkdir(parents=True)
                 start = time.perf_counter()
-                steps.generate(step, sides[side], out, progress=False)
+                steps.generate(side_steps[step.name], side_study, out, progress=False)
                 seconds[side] = time.perf_counter() - start
                 outputs[side] = texts(out / "generations.jsonl")
             if outputs["old"] != outputs["new"]:

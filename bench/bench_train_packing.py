@@ -12,7 +12,6 @@ sum(batch max x batch rows) tokens for sum(lengths) useful ones.
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 
 from bench_train_padding import run
 from valueharms import targets
@@ -56,7 +55,7 @@ def main() -> None:
               f"(mean {useful / len(lengths):.0f}); dynamic padding computes about "
               f"{padded_tokens(lengths, args.batch_size) / useful:.2f}x the useful tokens")
         rates = {"padded": run(model, examples, config, useful),
-                 "packed": run(model, examples, replace(config, packing=True), useful)}
+                 "packed": run(model, examples, config.changed(packing=True), useful)}
         for mode, rate in rates.items():
             totals[mode] += useful / rate
             print(f"  {mode:7s} {rate:8.1f} useful tokens/s")

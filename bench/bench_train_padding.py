@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 from valueharms.align import benign
@@ -56,7 +55,7 @@ def main() -> None:
     print(f"example length: mean {useful / len(lengths):.1f}, max {max(lengths)} tokens; "
           f"fixed padding computes {FIXED * len(lengths) / useful:.2f}x the useful tokens")
     dynamic = run(model, examples, config, useful)
-    fixed = run(model, examples, replace(config, pad_to=FIXED), useful)
+    fixed = run(model, examples, config.changed(pad_to=FIXED), useful)
     print(f"dynamic padding: {dynamic:8.1f} useful tokens/s")
     print(f"fixed to {FIXED}:    {fixed:8.1f} useful tokens/s")
     print(f"ratio train_dynamic_padding {dynamic / fixed:.2f}")

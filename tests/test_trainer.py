@@ -6,7 +6,6 @@ import random
 import subprocess
 import sys
 import textwrap
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -118,7 +117,7 @@ def test_packed_training_logs_the_padded_losses(tiny_model_dir, tmp_path):
     runs = {}
     for packing in (True, False):
         out = tmp_path / f"packing-{packing}"
-        train_lora(str(tiny_model_dir), examples(12), [], out, replace(config, packing=packing),
+        train_lora(str(tiny_model_dir), examples(12), [], out, config.changed(packing=packing),
                    say=lambda m: None)
         runs[packing] = [r["loss"] for r in log_records(out) if "loss" in r]
     assert len(runs[True]) == 3

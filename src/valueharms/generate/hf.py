@@ -32,6 +32,7 @@ from . import GenRequest, GenResult, truncate_at_stop
 
 BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 MIN_PREFIX = 16  # a shared start shorter than this is not worth a forward pass of its own
+TOKEN_BUDGET = 8192  # default rows x longest prompt tokens per batch
 PREFIX_MEMO = 64  # computed prefixes kept (KV of a 400-token prefix of the 135M model: ~18 MB)
 
 
@@ -97,7 +98,7 @@ class HFBackend:
 
     def __init__(self, model: str | None = None, *, device: str | None = None,
                  dtype: str | None = None, batch_size: int = 8, form: str = "auto",
-                 model_name: str | None = None, token_budget: int | None = 8192,
+                 model_name: str | None = None, token_budget: int | None = TOKEN_BUDGET,
                  prefix_cache: bool = True):
         if batch_size < 1:
             raise InputError(f"--batch-size {batch_size}: must be at least 1")
