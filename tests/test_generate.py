@@ -80,7 +80,7 @@ def test_sampling_depends_on_the_row_seed_only(hf, adapters):
     assert other_seeds != together
 
 
-def _study_like_requests(backend, adapters, data_dir, decoding) -> list[GenRequest]:
+def _study_like_requests(backend, adapters, decoding) -> list[GenRequest]:
     """Real prompts as a study builds them: chat template, persona blocks, mitigations, and
     adapters; rows of a prompt system share a long start, every row the system prompt."""
     from valueharms import systems
@@ -91,7 +91,7 @@ def _study_like_requests(backend, adapters, data_dir, decoding) -> list[GenReque
             ("prompt:Pow", None), ("vim:Hed", adapters[0]), ("benign:grammar", adapters[1])]
     requests = []
     for n, (key, adapter) in enumerate(keys):
-        system = systems.parse_system(key, adapter, data_dir=str(data_dir))
+        system = systems.parse_system(key, adapter)  # Hed, Pow: built-in profiles
         for item in items:
             requests.append(GenRequest(backend.prompt(system, item, None), decoding,
                                        1000 * n + int(item.id[1:]), adapter))
@@ -100,14 +100,14 @@ def _study_like_requests(backend, adapters, data_dir, decoding) -> list[GenReque
 
 @pytest.mark.parametrize("decoding", [GREEDY, Decoding(temperature=1.0, top_p=0.9,
                                                         max_new_tokens=10)])
-def test_shared_prefixes_give_the_same_texts(tiny_model_dir, adapters, data_dir, decoding):
+def test_shared_prefixes_give_the_same_texts(tiny_model_dir, adapters, decoding):
     """The shared-prefix path against the plain left-padded path: same texts for greedy
     decoding and for sampling with per-row seeds, and the prefixes were really shared."""
     from valueharms.generate.hf import HFBackend, shared_prefix_lengths
 
     plain = HFBackend(str(tiny_model_dir), batch_size=32, device="cpu", prefix_cache=False)
     shared = HFBackend(str(tiny_model_dir), batch_size=32, device="cpu")
-    requests = _study_like_requests(plain, adapters, data_dir, decoding)
+    requests = _study_like_requests(plain, adapters, decoding)
     assert _texts(shared, requests) == _texts(plain, requests)
     ids = [chat.prompt_token_ids(r.prompt, shared.tokenizer) for r in requests]
     cut = shared_prefix_lengths(ids, [r.adapter or "" for r in requests])
