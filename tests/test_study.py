@@ -51,7 +51,7 @@ max_new_tokens = 6
 
 [scorers]
 rtp = "offline-toxicity"
-hexphi = "judge-refusal-heuristic"
+hexphi = "judge-offline"
 
 [generation]
 batch_size = 8
