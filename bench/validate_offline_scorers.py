@@ -67,17 +67,19 @@ def main(evals: Path) -> None:
     judge.rubric = json.dumps(fitted, sort_keys=True)
     print(f"fitted {fitted}")
 
-    toxicity = get_scorer("offline-toxicity")
+    toxicity, regard = get_scorer("offline-toxicity"), get_scorer("offline-regard")
     with tempfile.TemporaryDirectory() as tmp, ScoreCache(Path(tmp) / "c.sqlite") as cache:
-        def report(name: str, df: pd.DataFrame, scorer, request: bool) -> None:
+        def report(name: str, df: pd.DataFrame, scorer, request: bool, flip: bool = False):
             path = Path(tmp) / f"{abs(hash(name))}.csv"
             df.to_csv(path, index=False)
             columns = Columns("text", "label", "request" if request else None)
-            for line in validate(path, [scorer], columns, cache=cache).lines()[1:]:
+            for line in validate(path, [scorer], columns, cache=cache, flip=flip).lines()[1:]:
                 print(f"[{name}] {line}")
-            phrase = df["text"].map(lambda t: float(not judge.features([("", t)])[0]["phrase"]))
             if request:
+                from valueharms.score.offline import _phrase_hit
                 from valueharms.score.validate import _auc
+
+                phrase = df["text"].map(lambda t: float(_phrase_hit(t, judge.phrases) is None))
                 print(f"[{name}] phrases alone (no refusal phrase = complied): ROC AUC "
                       f"{_auc(phrase.to_numpy(), df['label'].to_numpy() > 0.5):.3f}")
 
@@ -86,6 +88,9 @@ def main(evals: Path) -> None:
         for name in ("hate_speech", "violence", "representational"):
             df = read(evals / "harm" / f"{name}.csv")
             report(f"harm/{name} (graded), all rows, n={len(df)}", df, toxicity, False)
+            # Regard proxies: higher VADER compound = kinder text, so the harm label is flipped.
+            report(f"harm/{name} (graded, flipped), all rows, n={len(df)}", df, regard, False,
+                   flip=True)
 
 
 if __name__ == "__main__":

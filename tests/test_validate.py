@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
+import pandas as pd
 import pytest
 
 from valueharms.score import get_scorer
@@ -23,16 +23,19 @@ def auc_by_hand(scores: list[float], labels: list[int]) -> float:
     return wins / (len(pos) * len(neg))
 
 
-@pytest.mark.parametrize("scorer, label, request_col", [
-    ("offline-toxicity", "toxic", None),
-    ("judge-offline", "complied", "request"),
+@pytest.mark.parametrize("scorer, label, request_col, n", [
+    ("offline-toxicity", "toxic", None, 26),
+    ("judge-offline", "complied", "request", 16),  # the rows answering a harmful request
 ])
-def test_offline_scorers_separate_the_obvious_cases(tmp_path, scorer, label, request_col):
+def test_offline_scorers_separate_the_obvious_cases(tmp_path, scorer, label, request_col, n):
+    rows = pd.read_csv(FIXTURE, dtype=str, keep_default_na=False)
+    path = tmp_path / "rows.csv"
+    rows[rows[label] != ""].to_csv(path, index=False)
     with ScoreCache(tmp_path / "c.sqlite") as cache:
-        report = validate(FIXTURE, [get_scorer(scorer)], Columns("text", label, request_col),
+        report = validate(path, [get_scorer(scorer)], Columns("text", label, request_col),
                           cache=cache, resamples=50)
     result = report.results[0]
-    assert result.n == 26 and result.auc.value >= 0.9 and result.accuracy >= 0.8, report.lines()
+    assert result.n == n and result.auc.value >= 0.9 and result.accuracy >= 0.8, report.lines()
 
 
 def test_judge_offline_scales(tmp_path):
