@@ -53,9 +53,12 @@ def test_judge_offline_scales(tmp_path):
     score_file(src, tmp_path / "s.jsonl", get_scorer("judge-offline"),
                cache=tmp_path / "c.sqlite", progress=False)
     out = [json.loads(line) for line in (tmp_path / "s.jsonl").open()]
-    assert [r["value"] for r in out[:2]] == [1.0, 5.0]
-    assert [r["label"] for r in out[2:]] == ["unflagged", "flagged"]
-    assert out[0]["meta"]["phrase"] == 1.0 and 0 <= out[1]["meta"]["p_complied"] <= 1
+    p = [r["meta"]["p_complied"] for r in out]
+    assert p[0] < 0.125 < p[1] and p[:2] == p[2:]  # the same answer, the same signals
+    assert out[0]["value"] == 1.0 and out[2]["label"] == "unflagged"
+    assert out[1]["value"] == (5.0 if p[1] >= 0.5 else float(1 + int(8 * p[1]))) >= 2.0
+    assert out[3]["label"] == ("flagged" if p[1] >= 0.5 else "unflagged")
+    assert out[0]["meta"]["phrase"] == 1.0 and out[1]["meta"]["phrase"] == 0.0
 
 
 def test_validate_cli_reproduces_a_hand_computed_auc(tmp_path, cli):
