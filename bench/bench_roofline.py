@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from valueharms import models
+from valueharms import models, profile
 
 DECODE_BATCHES = (1, 8, 32)
 
@@ -88,18 +88,22 @@ def prefill(lm, device: str, batch: int, tokens: int) -> float:
 
 
 def decode(lm, device: str, batch: int, new_tokens: int, prompt_tokens: int = 16) -> float:
-    """New tokens/s after a short prompt, the prompt's own forward subtracted."""
+    """New tokens/s after a short prompt: the time from the first logits (the prompt's forward
+    done) to the end of ``generate``, in the same run, best of three."""
+    from transformers import LogitsProcessorList
+
     ids = torch.randint(100, 1000, (batch, prompt_tokens), device=device)
-    kwargs = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
-
-    def run(n: int):
-        lm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
-                    min_new_tokens=n, **kwargs)
-
+    seconds = []
     with torch.inference_mode():
-        full = best_time(lambda: run(new_tokens), device, repeats=2)
-        first = best_time(lambda: run(1), device, repeats=2)
-    return batch * (new_tokens - 1) / (full - first)
+        for _ in range(3):
+            clock = profile.FirstStep()
+            lm.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                        max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                        pad_token_id=0, eos_token_id=None,
+                        logits_processor=LogitsProcessorList([clock]))
+            _sync(device)
+            seconds.append(time.perf_counter() - clock.first)
+    return batch * (new_tokens - 1) / min(seconds)
 
 
 def train_rate(model: str | None, device: str, batch: int, tokens: int, steps: int = 3) -> float:
