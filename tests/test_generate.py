@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from valueharms import chat
 from valueharms import cli as cli_main
 from valueharms.errors import InputError
 from valueharms.generate import GenRequest, row_seed, truncate_at_stop
@@ -77,6 +78,56 @@ def test_sampling_depends_on_the_row_seed_only(hf, adapters):
     assert reversed_batch == together
     other_seeds = _texts(hf, [GenRequest(r.prompt, hot, r.seed + 1, r.adapter) for r in batch])
     assert other_seeds != together
+
+
+def _study_like_requests(backend, adapters, decoding) -> list[GenRequest]:
+    """Real prompts as a study builds them: chat template, persona blocks, mitigations, and
+    adapters; rows of a prompt system share a long start, every row the system prompt."""
+    from valueharms import systems
+
+    items = [BenchmarkItem("hexphi", f"q{i}", text) for i, text in enumerate(
+        ["How do I pick a lock?", "Write a poem about rain.", "How do I bake bread?"])]
+    keys = [("vanilla", None), ("prompt:Hed", None), ("prompt:Hed+value:Hedonism", None),
+            ("prompt:Pow", None), ("vim:Hed", adapters[0]), ("benign:grammar", adapters[1])]
+    requests = []
+    for n, (key, adapter) in enumerate(keys):
+        system = systems.parse_system(key, adapter)  # Hed, Pow: built-in profiles
+        for item in items:
+            requests.append(GenRequest(backend.prompt(system, item, None), decoding,
+                                       1000 * n + int(item.id[1:]), adapter))
+    return requests
+
+
+@pytest.mark.parametrize("decoding", [GREEDY, Decoding(temperature=1.0, top_p=0.9,
+                                                        max_new_tokens=10)])
+def test_shared_prefixes_give_the_same_texts(tiny_model_dir, adapters, decoding):
+    """The shared-prefix path against the plain left-padded path: same texts for greedy
+    decoding and for sampling with per-row seeds, and the prefixes were really shared."""
+    from valueharms.generate.hf import HFBackend, shared_prefix_lengths
+
+    plain = HFBackend(str(tiny_model_dir), batch_size=32, device="cpu", prefix_cache=False)
+    shared = HFBackend(str(tiny_model_dir), batch_size=32, device="cpu")
+    requests = _study_like_requests(plain, adapters, decoding)
+    assert _texts(shared, requests) == _texts(plain, requests)
+    ids = [chat.prompt_token_ids(r.prompt, shared.tokenizer) for r in requests]
+    cut = shared_prefix_lengths(ids, [r.adapter or "" for r in requests])
+    assert all(0 < c < len(x) for c, x in zip(cut, ids))  # every row starts from a cached prefix
+    persona = [c for c, r in zip(cut, requests) if "Hed" in r.prompt and r.adapter is None]
+    assert min(persona) > 100  # the persona block is part of the shared prefix
+    # One prefix per (adapter, shared start): personas of Hed (both mitigations) and Pow,
+    # the base model's system prompt, one per adapter.
+    assert len(shared._prefixes) < len(requests) / 2
+    assert not plain._prefixes
+
+
+def test_a_prefix_is_shared_only_within_one_adapter():
+    from valueharms.generate.hf import MIN_PREFIX, shared_prefix_lengths
+
+    start = list(range(MIN_PREFIX + 4))
+    ids = [start + [1], start + [2], start + [3]]
+    assert shared_prefix_lengths(ids, ["a", "a", "b"]) == [len(start)] * 2 + [0]
+    assert shared_prefix_lengths([start[:5] + [1], start[:5] + [2]], ["a", "a"]) == [0, 0]
+    assert shared_prefix_lengths([start, start], ["a", "a"]) == [len(start) - 1] * 2
 
 
 def test_row_sampler_follows_the_distribution_and_the_nucleus():

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "valueharms"
 # own order); from layer 2 up, parts of the same layer stay apart (generation never imports
 # scoring, nor the other way round).
 LAYERS = [
-    {"errors", "values", "records", "measures", "files", "io", "config", "remote"},
+    {"errors", "values", "records", "measures", "files", "io", "config", "remote", "profile"},
     {"sources", "fetch", "targets", "chat", "benchmarks", "models", "systems", "prompts"},
     {"generate", "score"},
     {"align", "analyze"},

@@ -124,7 +124,7 @@ def test_span_defaults_and_names(tmp_path):
     score_file(src, tmp_path / "s.jsonl", get_scorer("offline-toxicity", span="prompt+first-sentence"),
                cache=tmp_path / "c.sqlite", progress=False)
     row = read(tmp_path / "s.jsonl")[0]
-    assert row["scorer"] == "offline-toxicity:profanity-heuristic(span=prompt+first-sentence)"
+    assert row["scorer"] == "offline-toxicity:jigsaw-bilstm+profanity(span=prompt+first-sentence)"
 
 
 # ----------------------------------------------------------------------------- bad options
@@ -329,7 +329,7 @@ def test_scored_span_is_read_from_the_scorer_name():
 
     assert scored_span("perspective:TOXICITY") == "continuation"
     assert scored_span("regard:sasha/regardv3") == "prompt+first-sentence"
-    assert scored_span("offline-toxicity:profanity-heuristic(span=prompt+first-sentence)") == \
+    assert scored_span("offline-toxicity:jigsaw-bilstm+profanity(span=prompt+first-sentence)") == \
         "prompt+first-sentence"
     assert scored_span("judge-hexphi:gpt-4o") is None and scored_span("my-own-scorer") is None
 

@@ -51,7 +51,7 @@ max_new_tokens = 6
 
 [scorers]
 rtp = "offline-toxicity"
-hexphi = "judge-refusal-heuristic"
+hexphi = "judge-offline"
 
 [generation]
 batch_size = 8
@@ -238,7 +238,7 @@ def local_run(tiny_model_dir, tmp_path_factory):
     need_data()
     tmp = tmp_path_factory.mktemp("study")
     path = write_study(tmp, tiny_model_dir)
-    result = run_cli("run", str(path), env=KEYS)
+    result = run_cli("run", str(path), "--profile", env=KEYS)
     return path, tmp / "out", result
 
 
@@ -264,6 +264,24 @@ def test_local_run_goes_from_study_file_to_report(local_run):
     assert [line.split(",")[0] for line in align[1:]] == ["vanilla", "vim:Hed", "prompt:Hed"]
     html = report.read_text()
     assert "offline-toxicity" in html and "refusal" in html
+
+
+@pytest.mark.slow
+def test_profile_splits_each_steps_time(local_run):
+    """--profile: every step's profile.json names where its time went; parts never exceed it."""
+    _, out, result = local_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    profiles = {p.parent.parent.name: json.loads(p.read_text())
+                for p in out.glob("steps/*/*/profile.json")}
+    assert len(list(out.glob("steps/*/*/profile.json"))) == len(list(out.glob("steps/*/*/manifest.json")))
+    for kind, parts in (("generate", {"load", "prompts", "prefill", "decode", "io"}),
+                        ("train", {"load", "train"}), ("score", {"load", "scoring", "io"})):
+        record = profiles[kind]
+        assert parts <= set(record["parts"]), (kind, record)
+        assert all(v >= 0 for v in record["parts"].values())
+        assert sum(record["parts"].values()) <= record["seconds"] + 1e-3
+    generate = [json.loads(p.read_text()) for p in out.glob("steps/generate/*/profile.json")]
+    assert any("prefill_shared" in g["parts"] for g in generate)  # system prompt, persona
 
 
 @pytest.mark.slow

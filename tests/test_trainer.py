@@ -83,6 +83,46 @@ def test_batches_are_padded_to_their_longest_example(tokenizer):
     assert collator(tokenizer, pad_to=128)(feats)["input_ids"].shape == (3, 128)
 
 
+def test_packed_batches_have_no_padding_and_restart_positions(tokenizer):
+    feats = [encode(Example("hi " * n, "ok"), tokenizer, 512).features() for n in (1, 5, 20)]
+    lengths = [len(f["input_ids"]) for f in feats]
+    batch = collator(tokenizer, packing=True)(feats)
+    assert batch["input_ids"].shape == (1, sum(lengths)) and "attention_mask" not in batch
+    assert batch["position_ids"][0].tolist() == [i for n in lengths for i in range(n)]
+    starts = [sum(lengths[:k]) for k in range(len(lengths))]
+    assert all(batch["labels"][0, s] == IGNORE for s in starts)  # no example predicts the next
+
+
+def test_packed_loss_equals_padded_loss(tiny_model_dir, tokenizer):
+    """Same examples, same model: one packed row gives the padded batch's loss (the mask built
+    from the position ids keeps each example to itself), and the loss really depends on that."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    model.config.use_cache = False  # as the Trainer sets it: with a cache the packed mask is off
+    feats = [encode(ex, tokenizer, 64).features() for ex in examples(5, "a longer answer here")]
+    with torch.no_grad():
+        padded = model(**collator(tokenizer)(feats)).loss.item()
+        packed_batch = collator(tokenizer, packing=True)(feats)
+        packed = model(**packed_batch).loss.item()
+        leaky = model(input_ids=packed_batch["input_ids"], labels=packed_batch["labels"]).loss.item()
+    assert packed == pytest.approx(padded, rel=1e-5)
+    assert abs(leaky - padded) > 1e-3  # attention across examples would show
+
+
+def test_packed_training_logs_the_padded_losses(tiny_model_dir, tmp_path):
+    """The trainer's losses step by step, packed vs padded (no dropout: same computation)."""
+    config = TrainConfig(epochs=1, lora_dropout=0.0, **FAST)
+    runs = {}
+    for packing in (True, False):
+        out = tmp_path / f"packing-{packing}"
+        train_lora(str(tiny_model_dir), examples(12), [], out, config.changed(packing=packing),
+                   say=lambda m: None)
+        runs[packing] = [r["loss"] for r in log_records(out) if "loss" in r]
+    assert len(runs[True]) == 3
+    assert runs[True] == pytest.approx(runs[False], rel=1e-4)
+
+
 # --------------------------------------------------------------------------- training
 
 @pytest.fixture(scope="module")

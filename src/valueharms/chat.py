@@ -59,6 +59,10 @@ def prompt_token_ids(text: str, tokenizer) -> list[int]:
 
 def encode_prompts(texts, tokenizer, device=None):
     """A left-padded batch (``input_ids``, ``attention_mask``) of :func:`prompt_token_ids`."""
-    features = [{"input_ids": prompt_token_ids(t, tokenizer)} for t in texts]
-    batch = tokenizer.pad(features, padding=True, return_tensors="pt")
+    return pad_token_ids([prompt_token_ids(t, tokenizer) for t in texts], tokenizer, device)
+
+
+def pad_token_ids(ids, tokenizer, device=None):
+    """Lists of token ids as one batch padded on the tokenizer's padding side."""
+    batch = tokenizer.pad([{"input_ids": x} for x in ids], padding=True, return_tensors="pt")
     return batch.to(device) if device is not None else batch

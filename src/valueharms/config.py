@@ -157,6 +157,9 @@ class TrainOptions(Options):
                                     "when the model has a template")
     save_steps: int = Field(50, ge=1, description="checkpoint interval (optimizer steps) for "
                             "resuming a killed run")
+    # Off by default: measured slower on a CPU (docs/performance.md, Packed training).
+    packing: bool = Field(False, description="padding-free batches: examples concatenated, "
+                          "attention kept within each; pays with flash_attention_2")
 
 
 class TrainConfig(TrainOptions):
@@ -255,6 +258,10 @@ class BackendOptions(Options):
     max_loras: int = Field(8, ge=1, description="vllm: adapters served in one batch")
     base_url: str | None = Field(None, description="openai: the endpoint (default "
                                  "api.openai.com)")
+    token_budget: int | None = Field(None, ge=1, description="hf: at most this many rows x "
+                                     "longest prompt tokens per batch (default 8192)")
+    prefix_cache: bool = Field(True, description="hf: compute prompt starts shared within a "
+                               "batch (system prompt, persona) once per adapter")
     api_mode: Literal["chat", "completions"] = Field("chat", description="openai: the API")
     api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable "
                              "holding the key")
@@ -274,7 +281,8 @@ class BackendOptions(Options):
 
 # option -> the backend constructor's argument, per backend
 _BACKEND_ARGS: dict[str, dict[str, str]] = {
-    "hf": {k: k for k in ("batch_size", "form", "device", "dtype")},
+    "hf": {k: k for k in ("batch_size", "form", "device", "dtype", "token_budget",
+                          "prefix_cache")},
     "vllm": {k: k for k in ("batch_size", "form", "dtype", "max_loras")},
     "openai": {"batch_size": "batch_size", "base_url": "base_url", "api_mode": "mode",
                "api_key_env": "api_key_env", "concurrency": "concurrency", "qps": "qps",

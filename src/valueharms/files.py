@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 
+from . import profile
 from .errors import InputError
 
 log = logging.getLogger("valueharms.files")
@@ -138,11 +139,12 @@ class JsonlAppender:
 
     def write_many(self, records: Iterable[dict]) -> None:
         """Several complete lines with one fsync; a kill keeps a prefix of them (whole lines)."""
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        if text:
-            self._fh.write(text)
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+        with profile.current().span("io"):
+            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            if text:
+                self._fh.write(text)
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         try:

@@ -5,7 +5,10 @@ Built on the transformers ``Trainer`` and PEFT. What it adds on top:
 - examples are rendered with :func:`valueharms.chat.render_prompt`, prompt and completion are
   tokenised separately and the loss falls on the completion (+ EOS) only;
 - an over-long example loses *prompt* tokens from the left, never its completion;
-- batches are padded to their own longest example (dynamic padding);
+- batches are padded to their own longest example (dynamic padding), or with ``packing``
+  padding-free: a batch's examples are concatenated into one row whose position ids restart
+  at 0 for each example, and attention stays within each example (transformers builds that
+  block-diagonal mask, or flash-attention's varlen boundaries, from the position ids);
 - the epoch with the lowest validation loss is kept (a callback saves the best adapter);
 - checkpoints every ``save_steps`` steps: a killed run continues where it stopped;
 - a JSONL training log and a manifest (model, data hashes, config, versions, seed, times).
@@ -93,10 +96,19 @@ def encode(example: Example, tokenizer, max_length: int, form: str = "auto") -> 
                    completion_cut)
 
 
-def collator(tokenizer, pad_to: int | None = None):
-    """Pads each batch to its longest example (or to ``pad_to``); padded labels are ignored."""
-    from transformers import DataCollatorForSeq2Seq
+def collator(tokenizer, pad_to: int | None = None, packing: bool = False):
+    """Batches of encoded examples: packed (one row, no padding), or padded to the batch's
+    longest example (or to ``pad_to``) with padded labels ignored.
 
+    Packed: the first label of every example is ignored, so no example is trained to predict
+    the next one's first token; its first token has no predecessor in a padded batch either,
+    so both give the same loss. No attention mask is sent: its absence is what makes
+    transformers read the example boundaries from the position ids.
+    """
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+
+    if packing and not pad_to:
+        return DataCollatorWithFlattening(separator_id=IGNORE)
     if pad_to:
         return DataCollatorForSeq2Seq(tokenizer, padding="max_length", max_length=pad_to,
                                       label_pad_token_id=IGNORE, return_tensors="pt")
@@ -301,7 +313,7 @@ def train_lora(model: str | None, train: Sequence[Example], valid: Sequence[Exam
     """
     from transformers import PrinterCallback, Trainer
 
-    from .. import models
+    from .. import models, profile
     from ..models import load_tokenizer
 
     if not train:
@@ -318,7 +330,9 @@ def train_lora(model: str | None, train: Sequence[Example], valid: Sequence[Exam
     tokenizer = load_tokenizer(model_path)
     train_enc = _encode_all(train, tokenizer, config)
     valid_enc = _encode_all(valid, tokenizer, config)
-    peft_model = _load_peft_model(model_path, config, init_adapter)
+    timer = profile.current()
+    with timer.span("load"):
+        peft_model = _load_peft_model(model_path, config, init_adapter)
 
     work = out / WORK
     work.mkdir(parents=True, exist_ok=True)
@@ -355,10 +369,11 @@ def train_lora(model: str | None, train: Sequence[Example], valid: Sequence[Exam
             model=peft_model, args=_training_args(config, work / CHECKPOINTS, bool(valid_enc)),
             train_dataset=[e.features() for e in train_enc],
             eval_dataset=[e.features() for e in valid_enc] or None,
-            data_collator=collator(tokenizer, config.pad_to), processing_class=tokenizer,
+            data_collator=collator(tokenizer, config.pad_to, config.packing), processing_class=tokenizer,
             callbacks=[*_callbacks(log, work / BEST), *callbacks])
         trainer.remove_callback(PrinterCallback)  # without tqdm it would print every log dict
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        with timer.span("train"):  # forward, backward, optimizer, evaluation, checkpoints
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     best = _read_best(work / BEST) if valid_enc else None
     if best is None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 
@@ -24,6 +25,10 @@ def register(sub) -> None:
                         "tasks (a GPU each for training and generation when the cluster has GPUs)")
     p.add_argument("--ray-address", default=None,
                    help="Ray cluster to join (default $RAY_ADDRESS, else a local instance)")
+    p.add_argument("--profile", action="store_true",
+                   help="write each step's time split (load, adapters, prefill, decode, train, "
+                        "scoring, io, ...) to steps/<id>/profile.json (same as "
+                        "VALUEHARMS_PROFILE=1)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (what is done, what would run) and stop")
     p.set_defaults(func=_run)
@@ -92,6 +97,10 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if problems:
         raise InputError(problems[0])
+    if args.profile:
+        from .. import profile
+
+        os.environ[profile.ENV] = "1"  # inherited by a local Ray instance started from here
     from ..io import exclusive
 
     for study in studies:

@@ -47,6 +47,7 @@ class GenResult:
 class Backend(Protocol):
     model: str  # names the model in every Generation record
     batch_size: int  # rows per call that the runner plans
+    token_budget: int | None  # and at most this many rows x longest prompt tokens (None: no cap)
     # True when a row's text does not depend on the other rows of its call. When False the
     # runner always repeats a planned batch whole, so a resumed run sees the same numerics.
     rows_independent: bool

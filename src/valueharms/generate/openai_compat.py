@@ -27,6 +27,7 @@ MODES = ("chat", "completions")
 
 class OpenAIBackend:
     rows_independent = True  # each request is its own HTTP call
+    token_budget = None  # batch_size alone caps a call
 
     def __init__(self, model: str | None, *, base_url: str | None = None, mode: str = "chat",
                  api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8, qps: float = 5.0,

@@ -6,7 +6,9 @@ and generates only what is missing, so a killed run ends without duplicates or g
 Same result as an uninterrupted run. Each row's randomness comes from its own seed,
 ``row_seed(seed, system, benchmark, prompt_id, sample)``, never from a shared stream, so it
 does not depend on batch composition or on what was done before. The batch plan (rows sorted
-by prompt length, then cut into batches) is a pure function of the inputs; a backend whose
+by prompt length, longest first, then cut into batches of at most ``batch_size`` rows and,
+when the backend has a ``token_budget``, at most that many rows x longest prompt tokens) is a
+pure function of the inputs; a backend whose
 rows can influence each other numerically (``rows_independent = False``: padding, batch
 shapes) gets every planned batch that still has a missing row repeated whole, and only the
 missing rows are written. Rows are written in plan order, so the resumed file is the
@@ -24,7 +26,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .. import benchmarks, targets
+from .. import benchmarks, profile, targets
 from ..config import BackendOptions, BenchmarkOptions
 from ..errors import InputError
 from ..files import JsonlAppender
@@ -89,8 +91,17 @@ def plan_rows(systems: list[System], items: list[BenchmarkItem], backend: Backen
                 rows.append(Row(system, item, sample, GenRequest(prompt, arm, seed, system.adapter)))
     lengths = {p: backend.prompt_length(p) for p in {r.request.prompt for r in rows}}
     order = sorted(range(len(rows)), key=lambda i: (-lengths[rows[i].request.prompt], i))
-    size = max(1, backend.batch_size)
-    return [[rows[i] for i in order[k:k + size]] for k in range(0, len(order), size)]
+    size, budget = max(1, backend.batch_size), backend.token_budget
+    batches: list[list[Row]] = []
+    for i in order:
+        # Longest first: a batch's first row is its longest, so rows x that length is its size.
+        fits = batches and len(batches[-1]) < size and (
+            budget is None or (len(batches[-1]) + 1) * lengths[batches[-1][0].request.prompt] <= budget)
+        if fits:
+            batches[-1].append(rows[i])
+        else:
+            batches.append([rows[i]])
+    return batches
 
 
 def _profile(system: System, profiles: dict[str, Profile] | None,
@@ -139,9 +150,12 @@ def generate(systems: list[System], items: list[BenchmarkItem], backend: Backend
              profiles: dict[str, Profile] | None = None, data_dir: str | None = None,
              progress: bool = True, stops: str = "benchmark") -> Summary:
     """Generate every missing (system, item, sample) of the plan into ``out_file``."""
-    batches = plan_rows(systems, items, backend, decoding, profiles, data_dir, stops)
+    timer = profile.current()
+    with timer.span("prompts"):  # building and tokenising every prompt
+        batches = plan_rows(systems, items, backend, decoding, profiles, data_dir, stops)
     planned = {row.key: row for batch in batches for row in batch}
-    backend.load_adapters(sorted({s.adapter for s in systems if s.adapter}))
+    with timer.span("adapters"):
+        backend.load_adapters(sorted({s.adapter for s in systems if s.adapter}))
     fail_file = failures_path(out_file)
     fresh = not Path(out_file).exists()
     try:

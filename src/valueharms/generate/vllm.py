@@ -74,6 +74,7 @@ def engine_requests(requests: list[GenRequest], table: LoraTable
 
 class VLLMBackend:
     rows_independent = True  # per-request seeds; vLLM batches dynamically anyway
+    token_budget = None  # batch_size alone caps a call
 
     def __init__(self, model: str | None = None, *, batch_size: int = 256, form: str = "auto",
                  max_loras: int = 8, max_lora_rank: int = 64, gpu_memory_utilization: float = 0.85,
@@ -85,8 +86,11 @@ class VLLMBackend:
                              "'valueharms[vllm]', on a machine with a GPU)") from None
         self._vllm = vllm
         path = models.resolve(model)
+        # Prefix caching: the chat system prompt and a persona block are computed once; vLLM
+        # keys cached blocks by LoRA too, so an adapter never reuses another's KV.
         self.engine = vllm.LLM(model=path, enable_lora=True, max_loras=max_loras,
                                max_lora_rank=max_lora_rank, dtype=dtype,
+                               enable_prefix_caching=True,
                                gpu_memory_utilization=gpu_memory_utilization)
         self.tokenizer = self.engine.get_tokenizer()
         self.model = model_name or model or models.DEFAULT_MODEL

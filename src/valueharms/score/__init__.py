@@ -1,20 +1,21 @@
 """Scoring: pluggable scorers behind one registry, one cache and one retrying client.
 
 ``get_scorer(name, **options)`` builds a scorer; its ``name`` attribute (e.g.
-``judge-hexphi:gpt-4o``, ``offline-toxicity:profanity-heuristic``) is written into every
+``judge-hexphi:gpt-4o``, ``offline-toxicity:jigsaw-bilstm+profanity``) is written into every
 Score so a number always says what produced it. ``score.run.score_file`` scores a
 generations file into a scores file, resumably.
 
 Registry names (a ``:local`` suffix on a judge runs it on a local transformers model):
 
 - ``perspective``             Google Perspective API (``$PERSPECTIVE_API_KEY``)
-- ``offline-toxicity``        profanity heuristic (alt-profanity-check), offline
+- ``offline-toxicity``        Jigsaw classifier + profanity SVM ensemble, offline
 - ``regard``                  Hugging Face regard classifier (default sasha/regardv3)
 - ``offline-regard``          VADER sentiment as a regard proxy, offline
 - ``judge-hexphi``            1-5 harmfulness judge, OpenAI-compatible endpoint (``$OPENAI_API_KEY``)
 - ``judge-beavertails``       flagged/unflagged judge, OpenAI-compatible endpoint
 - ``judge-hexphi:local``, ``judge-beavertails:local``  the same rubrics on a local model
-- ``judge-refusal-heuristic`` refusal-phrase matching, offline
+- ``judge-offline``           refusal phrases + MiniLM similarities, offline
+- ``judge-refusal-heuristic`` deprecated: the refusal-phrase list alone (use judge-offline)
 """
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ _REGISTRY: dict[str, Entry] = {
                                OPENAI_KEY_ENV),
     "judge-hexphi:local": Entry("judges", "LocalJudge", {"kind": "hexphi"}, (HARM,)),
     "judge-beavertails:local": Entry("judges", "LocalJudge", {"kind": "beavertails"}, (FLAG,)),
+    "judge-offline": Entry("offline", "OfflineJudge", {}, (HARM, FLAG)),
+    # deprecated: judge-offline
     "judge-refusal-heuristic": Entry("offline", "RefusalHeuristic", {}, (HARM, FLAG)),
 }
 

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from .. import profile
 from ..files import atomic_write_text, versions
 from .plan import MANIFEST, Step, outputs, plan
 from .spec import Study
@@ -24,7 +25,12 @@ def run_step(step: Step, study: Study, progress: bool = False) -> str:
         (out / MANIFEST).unlink()
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
+    timer = profile.current()
+    timer.reset()
     RUNNERS[step.kind](step, study, out, progress)
+    if timer.enabled:
+        atomic_write_text(out / "profile.json",
+                          json.dumps({"step": step.id, **timer.summary(time.time() - start)}, indent=1))
     manifest = {"step": step.id, "kind": step.kind, "config": step.config, "deps": list(step.deps),
                 "seed": study.seed, "versions": versions(), "started": start,
                 "seconds": round(time.time() - start, 3), "outputs": outputs(out)}

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+from .. import profile
 from ..files import atomic_write_text
+from ..records import BenchmarkItem, Decoding, System
 from ..systems import SystemKey
 from .plan import Step
 from .spec import Study
@@ -46,26 +49,47 @@ def train(step: Step, study: Study, out: Path, progress: bool) -> None:
                    seed=study.seed, data_dir=study.data_dir, progress=progress, say=say)
 
 
-def generate(step: Step, study: Study, out: Path, progress: bool) -> None:
-    """A generate step: its systems answer one benchmark's items."""
-    from .. import systems
-    from ..config import BenchmarkOptions, GenerationOptions
-    from ..generate.run import run_benchmark
+def generation_inputs(step: Step, study: Study) -> tuple[list[BenchmarkItem], list[System], Decoding]:
+    """A generate step's (benchmark items, systems with their adapters, decoding)."""
+    from .. import benchmarks, systems
+    from ..config import BenchmarkOptions
 
     c = step.config
-    # The benchmark's own decoding keys win over the study's [decoding].
-    options = BenchmarkOptions(**{**c["decoding"], **c["options"]})
-    backend = GenerationOptions(**c["generation"])
-    if backend.backend == "hf" and backend.device is None:
-        backend = backend.changed(device=c.get("device"))
-    chosen = systems.with_adapters(
-        c["systems"], lambda key: adapter_dir(study, key.base, c["adapters"][key.base])
-        if key.base in c["adapters"] else None,
-        data_dir=study.data_dir, extra=list(study.targets))
-    summary = run_benchmark(c["benchmark"], chosen, out / "generations.jsonl",
-                            model=_model(study), options=options, backend=backend,
-                            seed=study.seed, profiles={t.name: t for t in study.targets},
-                            data_dir=study.data_dir, progress=progress, stops=backend.stops)
+    bench = benchmarks.get(c["benchmark"])
+    options = BenchmarkOptions(**c["options"])
+    overrides = {**c["decoding"], **options.decoding().set_values()}
+    decoding = replace(bench.decoding, seed=study.seed, **overrides)
+    items = benchmarks.load_items(c["benchmark"], options.subset, study.data_dir,
+                                  options.limit, options.categories)
+    chosen = []
+    for key in c["systems"]:
+        base = SystemKey.parse(key).base
+        adapter = adapter_dir(study, base, c["adapters"][base]) if base in c["adapters"] else None
+        system = systems.parse_system(key, adapter, data_dir=study.data_dir,
+                                      extra=list(study.targets))
+        systems.require_adapter(system)
+        chosen.append(system)
+    return items, chosen, decoding
+
+
+def generate(step: Step, study: Study, out: Path, progress: bool) -> None:
+    """A generate step: its systems answer one benchmark's items."""
+    from ..config import GenerationOptions
+    from ..generate import make_backend
+    from ..generate.run import generate as run_generation
+
+    c = step.config
+    items, chosen, decoding = generation_inputs(step, study)
+    g = GenerationOptions(**c["generation"])
+    backend_options = g.for_backend()
+    if g.backend == "hf":
+        backend_options["device"] = c.get("device")
+    with profile.current().span("load"):
+        backend = make_backend(g.backend, _model(study), **backend_options)
+    summary = run_generation(chosen, items, backend, out / "generations.jsonl", decoding=decoding,
+                             profiles={t.name: t for t in study.targets},
+                             data_dir=study.data_dir, progress=progress,
+                             stops=g.stops)
     if summary.failed:
         # Not done: the next run retries only the failed rows.
         raise RuntimeError(f"{step.id}: {summary.failed} generations failed (see "
@@ -74,11 +98,18 @@ def generate(step: Step, study: Study, out: Path, progress: bool) -> None:
 
 def score(step: Step, study: Study, out: Path, progress: bool) -> None:
     """A score step: the benchmark's scorer over its generate step's file."""
-    from ..score.run import run_scorer
+    from .. import score as scoring
+    from ..score.cache import ScoreCache
+    from ..score.run import score_file
 
+    timer = profile.current()
+    with timer.span("load"):
+        scorer = scoring.get_scorer(step.config["scorer"], **step.config["options"])
     source = study.out / "steps" / step.deps[0] / "generations.jsonl"
-    summary = run_scorer(source, out / "scores.jsonl", step.config["scorer"],
-                         step.config["options"], retry=("failed",), progress=progress)
+    with ScoreCache(None) as cache, timer.span("scoring"):
+        summary = score_file(source, out / "scores.jsonl", scorer, cache=cache,
+                             retry=("failed",), progress=progress)
+    scorer.close()
     print(f"  [{step.name}] {summary.line()}", flush=True)
 
 
@@ -89,10 +120,13 @@ def alignment(step: Step, study: Study, out: Path, progress: bool) -> None:
     from ..generate import make_backend
 
     c = step.config
-    backend = make_backend("hf", _model(study), device=c.get("device"),
-                           batch_size=study.generation.batch_size or 8)
+    timer = profile.current()
+    with timer.span("load"):
+        backend = make_backend("hf", _model(study), device=c.get("device"),
+                               batch_size=study.generation.batch_size or 8)
     adapters = {key: str(adapter_dir(study, key, sid)) for key, sid in c["adapters"].items()}
-    backend.load_adapters(sorted(adapters.values()))
+    with timer.span("adapters"):
+        backend.load_adapters(sorted(adapters.values()))
     subjects, trained_on = [check.Subject("vanilla")], {}
     for text in c["systems"]:
         key = SystemKey.parse(text)
