@@ -145,11 +145,12 @@ def alignment(step: Step, study: Study, out: Path, progress: bool) -> None:
 
 def metrics(step: Step, study: Study, out: Path, progress: bool) -> None:
     from .. import analyze
-    from ..analyze.metrics import compute_metrics, load_scores
+    from ..analyze.metrics import load_scores, measure
 
     files = [study.out / "steps" / d / "scores.jsonl" for d in step.deps]
-    table = compute_metrics(load_scores(files), step.config["baseline"], seed=step.config["seed"])
-    analyze.write(analyze.analyse(table, study.data_dir, list(study.targets)), out)
+    found = measure(load_scores(files), step.config["baseline"], seed=step.config["seed"])
+    analyze.write(analyze.analyse(found.table, study.data_dir, list(study.targets), found.units,
+                                  step.config["seed"]), out)
 
 
 def report(step: Step, study: Study, out: Path, progress: bool) -> None:
