@@ -52,7 +52,8 @@ def test_samples_table_joins_text_verdicts_and_target_values(tmp_path, cli, suff
     assert list(frame.columns[:15]) == ["system", "kind", "target", "dataset", "mitigation",
                                         "benchmark", "category", "prompt_id", "sample", "prompt",
                                         "text", "scorer", "status", "value", "label"]
-    assert list(frame.columns[15:]) == list(VALUES)
+    assert list(frame.columns[15:]) == ["model", *VALUES]
+    assert (frame["model"] == "tiny").all()
     row = frame[(frame["system"] == "vim:Hed") & (frame["prompt_id"] == "p2")
                 & (frame["sample"] == 1) & (frame["scorer"] == "offline-toxicity")].iloc[0]
     assert row["text"] == "vim:Hed says 2/1" and row["prompt"] == "prompt 2"

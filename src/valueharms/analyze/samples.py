@@ -20,7 +20,7 @@ from .tables import systems_frame
 
 GENERATION_KEY = ["system", "benchmark", "prompt_id", "sample"]
 COLUMNS = ["system", "kind", "target", "dataset", "mitigation", "benchmark", "category",
-           "prompt_id", "sample", "prompt", "text", "scorer", "status", "value", "label",
+           "prompt_id", "sample", "prompt", "text", "scorer", "status", "value", "label", "model",
            *VALUES]
 FORMATS = (".parquet", ".csv", ".jsonl")
 
@@ -33,9 +33,9 @@ def _is_generation_file(path: Path) -> bool:
 def load_generations(run_dir: str | os.PathLike) -> pd.DataFrame:
     """Every generation record under ``run_dir`` (files whose first record is a generation)."""
     files = [p for p in sorted(Path(run_dir).rglob("*.jsonl")) if _is_generation_file(p)]
-    records = [{k: r.get(k) for k in (*GENERATION_KEY, "prompt", "text", "category")}
-               for path in files for r in sources.read_jsonl(path)]
-    frame = pd.DataFrame(records, columns=[*GENERATION_KEY, "prompt", "text", "category"])
+    columns = [*GENERATION_KEY, "prompt", "text", "category", "model"]
+    records = [{k: r.get(k) for k in columns} for path in files for r in sources.read_jsonl(path)]
+    frame = pd.DataFrame(records, columns=columns)
     frame["prompt_id"] = frame["prompt_id"].astype(str)
     frame["sample"] = pd.to_numeric(frame["sample"]).astype("int64")
     return frame.drop_duplicates(GENERATION_KEY, keep="last")

@@ -74,9 +74,11 @@ def _bh(p: pd.Series) -> pd.Series:
     return q
 
 
-def _pearson(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Pearson r along ``axis`` (vectorised for permutation_test)."""
-    return stats.pearsonr(x, y, axis=axis).statistic
+def _r_with(y: np.ndarray):
+    """Pearson r of permuted x with a fixed y; permuting one sample is all the pairings."""
+    def statistic(x: np.ndarray, axis: int = -1) -> np.ndarray:
+        return stats.pearsonr(x, np.broadcast_to(y, x.shape), axis=axis).statistic
+    return statistic
 
 
 def _count(n_permutations: float) -> str:
@@ -91,14 +93,14 @@ def correlation_test(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
            "spearman_p": np.nan, "test": "undefined"}
     if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return out  # undefined: too few systems or a constant column
-    out.update(pearson_r=float(_pearson(x, y)),
+    out.update(pearson_r=float(stats.pearsonr(x, y).statistic),
                spearman_rho=float(stats.spearmanr(x, y).statistic))
     if n < MIN_SYSTEMS:
         return {**out, "test": TOO_FEW}
     if n >= EXACT_BELOW:
         return {**out, "pearson_p": float(stats.pearsonr(x, y).pvalue),
                 "spearman_p": float(stats.spearmanr(x, y).pvalue), "test": "asymptotic"}
-    p = [stats.permutation_test((a, b), _pearson, permutation_type="pairings", vectorized=True,
+    p = [stats.permutation_test((a,), _r_with(b), permutation_type="pairings", vectorized=True,
                                 n_resamples=PERMUTATIONS, rng=seed).pvalue
          for a, b in ((x, y), (stats.rankdata(x), stats.rankdata(y)))]
     return {**out, "pearson_p": float(p[0]), "spearman_p": float(p[1]),

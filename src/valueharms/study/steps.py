@@ -154,11 +154,13 @@ def metrics(step: Step, study: Study, out: Path, progress: bool) -> None:
 
 
 def report(step: Step, study: Study, out: Path, progress: bool) -> None:
+    from ..analyze.samples import samples_table
     from ..report import build_report
 
     metrics_dir = study.out / "steps" / step.deps[0]
     measured = [study.out / "steps" / d / "measured_profiles.csv" for d in step.deps[1:]]
-    path = build_report(metrics_dir, study.out / "report", measured=measured,
+    samples = samples_table(study.out / "steps", study.data_dir, list(study.targets))
+    path = build_report(metrics_dir, study.out / "report", measured=measured, samples=samples,
                         profiles=list(study.targets), data_dir=study.data_dir,
                         baseline=step.config["baseline"],
                         title=f"valueharms report: {study.name}")
