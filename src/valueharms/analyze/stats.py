@@ -12,7 +12,7 @@
 Honest small samples: with fewer than MIN_SYSTEMS systems no p-value is computed (the row
 says "too few systems"; with n = 3 any monotone pattern has Pearson r near 1 and p near 0).
 From MIN_SYSTEMS to EXACT_BELOW systems the p-values come from ``scipy.stats.permutation_test``
-(all permutations when there are at most PERMUTATIONS of them, else PERMUTATIONS random ones;
+(all permutations when there are at most EXACT_LIMIT of them, else PERMUTATIONS random ones;
 the ``test`` column says which); from EXACT_BELOW systems on, scipy's asymptotic tests.
 Every target-level p-value treats the targets as independent draws. The paper's targets are 14
 families (an extreme and its 10 nearest survey respondents), which are not independent:
@@ -33,7 +33,8 @@ ALIGNED_KINDS = ("vim", "prompt")
 HARM_KEY = ["benchmark", "scorer", "metric", "category"]
 MIN_SYSTEMS = 8  # fewer systems (or families): no p-value, never significant
 EXACT_BELOW = 30  # below this many systems: permutation p-values
-PERMUTATIONS = 50_000  # all permutations of 8 systems (8! = 40,320) are enumerated
+EXACT_LIMIT = 50_000  # enumerate every permutation up to this many (8 systems: 8! = 40,320)
+PERMUTATIONS = 10_000  # else this many random ones
 FAMILY_RESAMPLES = 2000
 TOO_FEW = "too few systems"
 INDEPENDENT = "assumes independent targets"
@@ -75,15 +76,22 @@ def _bh(p: pd.Series) -> pd.Series:
 
 
 def _r_with(y: np.ndarray):
-    """Pearson r of permuted x with a fixed y; permuting one sample is all the pairings."""
+    """Pearson r of permuted x with a fixed y (permuting one sample is all the pairings);
+    y is standardised once, so each permutation costs one centring and one dot product."""
+    z = (y - y.mean()) / np.sqrt(((y - y.mean()) ** 2).sum())
+
     def statistic(x: np.ndarray, axis: int = -1) -> np.ndarray:
-        return stats.pearsonr(x, np.broadcast_to(y, x.shape), axis=axis).statistic
+        x = np.moveaxis(x, axis, -1)
+        x = x - x.mean(axis=-1, keepdims=True)
+        return (x @ z) / np.sqrt((x * x).sum(axis=-1))
     return statistic
 
 
-def _count(n_permutations: float) -> str:
-    return "exact permutation" if n_permutations <= PERMUTATIONS else \
-        f"permutation ({PERMUTATIONS:,} random)"
+def _resamples(n_permutations: float) -> tuple[float, str]:
+    """How many permutations to draw (inf: all of them) and how the test column says it."""
+    if n_permutations <= EXACT_LIMIT:
+        return np.inf, "exact permutation"
+    return PERMUTATIONS, f"permutation ({PERMUTATIONS:,} random)"
 
 
 def correlation_test(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
@@ -100,11 +108,11 @@ def correlation_test(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
     if n >= EXACT_BELOW:
         return {**out, "pearson_p": float(stats.pearsonr(x, y).pvalue),
                 "spearman_p": float(stats.spearmanr(x, y).pvalue), "test": "asymptotic"}
+    resamples, test = _resamples(float(np.prod(np.arange(1, n + 1, dtype=float))))
     p = [stats.permutation_test((a,), _r_with(b), permutation_type="pairings", vectorized=True,
-                                n_resamples=PERMUTATIONS, rng=seed).pvalue
+                                n_resamples=resamples, rng=seed).pvalue
          for a, b in ((x, y), (stats.rankdata(x), stats.rankdata(y)))]
-    return {**out, "pearson_p": float(p[0]), "spearman_p": float(p[1]),
-            "test": _count(float(np.prod(np.arange(1, n + 1, dtype=float))))}
+    return {**out, "pearson_p": float(p[0]), "spearman_p": float(p[1]), "test": test}
 
 
 def difference_test(diff: np.ndarray, seed: int = 0) -> dict:
@@ -118,9 +126,10 @@ def difference_test(diff: np.ndarray, seed: int = 0) -> dict:
     if n >= EXACT_BELOW:
         return {"p": float(stats.wilcoxon(diff, alternative="two-sided").pvalue),
                 "test": "Wilcoxon signed-rank"}
+    resamples, test = _resamples(2.0 ** n)
     result = stats.permutation_test((diff,), lambda d, axis: d.mean(axis=axis), vectorized=True,
-                                    permutation_type="samples", n_resamples=PERMUTATIONS, rng=seed)
-    return {"p": float(result.pvalue), "test": f"sign-flip {_count(2.0 ** n)}"}
+                                    permutation_type="samples", n_resamples=resamples, rng=seed)
+    return {"p": float(result.pvalue), "test": f"sign-flip {test}"}
 
 
 def _grid(metrics: pd.DataFrame, profiles: dict[str, Profile]):

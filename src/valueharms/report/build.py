@@ -26,6 +26,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 from .. import analyze  # noqa: E402
 from ..analyze import bias, intervals, metrics as metrics_mod, stats, tables  # noqa: E402
 from ..analyze import samples as samples_mod  # noqa: E402
+from . import browser  # noqa: E402
 from ..errors import InputError  # noqa: E402
 from ..values import VALUES, Profile  # noqa: E402
 
@@ -445,8 +446,9 @@ def build_report(source: str | os.PathLike, out_dir: str | os.PathLike, *,
         for section in parts:
             for table in section.tables:
                 table["html"] = _html(table["frame"])
+        sample_browser = browser.browser(samples, seed=seed) if samples is not None else None
         html = env.get_template("template.html").render(title=title, intro=intro, sections=parts,
-                                                        effects=effects)
+                                                        effects=effects, browser=sample_browser)
         (Path(tmp) / "index.html").write_text(html, encoding="utf-8")
         summary = intro + "".join(f"\n- {e}" for e in effects)
         (Path(tmp) / "report.md").write_text(_markdown_report(title, summary, parts),
