@@ -100,6 +100,7 @@ def test_report_bad_input_is_one_line_and_leaves_nothing(tmp_path, cli):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.chromium
 def test_sample_browser_filters_and_sorts_in_chromium(tmp_path, cli):
     from test_samples import write_run
 
@@ -123,6 +124,7 @@ def test_sample_browser_filters_and_sorts_in_chromium(tmp_path, cli):
     assert f"8 of {3 * 3 * 2 * 2} samples match" in dom
 
 
+@pytest.mark.chromium
 def test_report_has_no_broken_images_or_anchors_in_chromium(run_dir, tmp_path, cli):
     index = build(run_dir, tmp_path / "report", cli)
     check = tmp_path / "report" / "check.html"

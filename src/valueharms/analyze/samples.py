@@ -27,7 +27,8 @@ FORMATS = (".parquet", ".csv", ".jsonl")
 
 def _is_generation_file(path: Path) -> bool:
     first = next(iter(sources.read_jsonl(path)), None)
-    return first is not None and "text" in first and "prompt" in first and "scorer" not in first
+    return first is not None and "scorer" not in first and \
+        all(k in first for k in (*GENERATION_KEY, "prompt", "text"))
 
 
 def load_generations(run_dir: str | os.PathLike) -> pd.DataFrame:
