@@ -29,7 +29,7 @@ test: setup browser
 	$(BIN)/python -m pytest tests
 
 # Everything but the tests marked slow (study runs, training, kills, the embedded model).
-test-fast: setup
+test-fast: setup browser
 	$(BIN)/python -m pytest tests -m "not slow"
 
 demo: setup
