@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..align.check import INSTRUMENTS, METHODS
 from ..errors import InputError
-from . import add_data_dir, add_subcommands, positive
+from . import add_data_dir, add_model_args, add_subcommands, model_options, positive
 
 
 def register(sub) -> None:
@@ -44,6 +44,7 @@ def register(sub) -> None:
     a.add_argument("--batch-size", type=positive(), default=8)
     a.add_argument("--form", choices=("auto", "chat", "base"), default="auto")
     a.add_argument("--device", default=None)
+    add_model_args(a)
     a.add_argument("--out", default=None, metavar="DIR",
                    help="write alignment.csv, measured_profiles.csv and answers.jsonl here")
     add_data_dir(a)
@@ -70,8 +71,9 @@ def _alignment(args: argparse.Namespace) -> int:
     # Bad instrument files fail here, before the model loads.
     check.instrument_items(args.instrument, compared[0], args.data_dir, args.limit,
                            args.train_limit)
-    backend = make_backend("hf", args.model, batch_size=args.batch_size, device=args.device,
-                           form=args.form)
+    model, model_args = model_options(args)
+    backend = make_backend("hf", model, batch_size=args.batch_size, device=args.device,
+                           form=args.form, model_args=model_args)
     if args.adapter:
         backend.load_adapters([args.adapter])
     result = check.run_check(backend, [subject], compared, instrument=args.instrument,

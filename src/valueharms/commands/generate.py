@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from ..config import STOP_POLICIES
 from ..errors import InputError
-from . import add_data_dir, positive
+from . import add_data_dir, add_model_args, model_options, positive
 
 
 def register(sub) -> None:
@@ -39,7 +39,7 @@ def register(sub) -> None:
     g.add_argument("--form", choices=("auto", "chat", "base"), default="auto",
                    help="chat template, plain text, or chat when the model has a template")
     g.add_argument("--device", default=None, help="hf: cpu, cuda, cuda:1 ...")
-    g.add_argument("--dtype", default=None, help="hf: float32, bfloat16 ...")
+    add_model_args(g)
     g.add_argument("--base-url", default=None, help="openai: the endpoint (default api.openai.com)")
     g.add_argument("--api-mode", choices=("chat", "completions"), default="chat")
     g.add_argument("--api-key-env", default="OPENAI_API_KEY",
@@ -80,6 +80,7 @@ def _generate(args: argparse.Namespace) -> int:
     # Everything is checked before the model loads.
     bench = benchmarks.get(args.benchmark)
     decoding = _decoding(args, bench.decoding)
+    model, model_args = model_options(args, args.backend)
     extra = targets.read_profiles(args.profiles) if args.profiles else []
     chosen = _systems(args, extra)
     profiles = {p.name: p for p in extra}
@@ -87,7 +88,7 @@ def _generate(args: argparse.Namespace) -> int:
                                   args.categories)
     if not items:
         raise InputError(f"--benchmark {args.benchmark}: no items selected")
-    backend = make_backend(args.backend, args.model, **_backend_options(args))
+    backend = make_backend(args.backend, model, **_backend_options(args, model_args))
     summary = generate(chosen, items, backend, args.out, decoding=decoding, profiles=profiles,
                        data_dir=args.data_dir, progress=not args.no_progress, stops=args.stops)
     print(f"{args.out}: {summary.written} generations written, {summary.already_done} already "
@@ -133,14 +134,14 @@ def _systems(args: argparse.Namespace, extra) -> list:
     return out
 
 
-def _backend_options(args: argparse.Namespace) -> dict:
+def _backend_options(args: argparse.Namespace, model_args: dict) -> dict:
     if args.backend == "openai":
         return dict(base_url=args.base_url, mode=args.api_mode, api_key_env=args.api_key_env,
                     concurrency=args.concurrency, qps=args.qps, attempts=args.attempts,
                     backoff=args.backoff, timeout=args.timeout, batch_size=args.batch_size)
-    options = dict(form=args.form)
+    options = dict(form=args.form, model_args=model_args)
     if args.batch_size:
         options["batch_size"] = args.batch_size
     if args.backend == "hf":
-        options.update(device=args.device, dtype=args.dtype)
+        options["device"] = args.device
     return options

@@ -165,12 +165,13 @@ class LocalJudge(_Rubric, Scorer):
     """The same rubric and parser, answered greedily by a local instruct model."""
 
     def __init__(self, kind: str, judge_model: str | None = None, device: str | None = None,
-                 batch_size: int = 8, max_new_tokens: int = 48, rubric: str | None = None):
+                 batch_size: int = 8, max_new_tokens: int = 48, rubric: str | None = None,
+                 model_args: dict | None = None):
         from .. import models
 
         super().__init__()
         self._setup_rubric(kind, rubric)
-        self.lm, self.tokenizer = models.load_model(judge_model, device)
+        self.lm, self.tokenizer = models.load_model(judge_model, device, model_args)
         self.tokenizer.padding_side = "left"  # generation continues at the right edge
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
