@@ -228,3 +228,47 @@ def load_model(model: str | None, device: str | None = None,
     if not placed:
         lm = lm.to(device)
     return lm.eval(), load_tokenizer(model, model_args)
+
+
+def loaded_provenance(backend: str, model: str | None, model_args: dict[str, Any],
+                      lm=None, *, dtype: str | None = None, device: str | None = None
+                      ) -> dict[str, Any]:
+    """What a generation record says about the model that made it: backend, model id with its
+    Hub commit (from the loaded config when there is one) or local content hash, dtype, device."""
+    from . import provenance
+
+    name = model or DEFAULT_MODEL
+    commit = getattr(getattr(lm, "config", None), "_commit_hash", None)
+    identity = provenance.model_identity(name, resolve(model, model_args),
+                                         model_args.get("revision"), commit)
+    if lm is not None:
+        dtype, device = str(lm.dtype).removeprefix("torch."), str(lm.device)
+    return {"backend": backend, "model": identity, "dtype": dtype,
+            "device": provenance.device_name(device or "cpu")}
+
+
+def fetch_adapter(source: str) -> str:
+    """A local LoRA folder for ``source``: a local path as is, or a Hub id
+    (``org/name[@revision]``) downloaded with huggingface_hub (cached; ``HF_HUB_OFFLINE=1``
+    uses the cache only). Either way the folder must hold adapter_config.json."""
+    path = Path(source).expanduser()
+    if not path.exists() and _looks_like_hub_id(source):
+        repo, _, revision = source.partition("@")
+        try:
+            from huggingface_hub import snapshot_download
+
+            path = Path(snapshot_download(repo, revision=revision or None))
+        except Exception as exc:  # offline, unknown repo, gated: one line naming the id
+            raise InputError(f"adapter {source}: not a local folder and not downloadable from "
+                             f"the Hugging Face Hub ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not (path / "adapter_config.json").is_file():
+        raise InputError(f"adapter {source}: no adapter_config.json (not a PEFT LoRA folder)")
+    return str(path)
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    repo = text.partition("@")[0]
+    parts = repo.split("/")
+    return (len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~"))
+            and all(c.isalnum() or c in "-_." for c in repo.replace("/", "")))

@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 
 from ..config import TrainConfig  # also the name callers import from here
 from ..errors import InputError
+from .. import provenance
 from ..io import JsonlAppender, atomic_dir, atomic_write_text, versions, write_jsonl
 from ..records import Example
 
@@ -398,6 +399,10 @@ def train_lora(model: str | None, train: Sequence[Example], valid: Sequence[Exam
         "model": str(model), "model_path": model_path, "init_adapter": init_adapter,
         "fingerprint": fingerprint, "config": fingerprint["config"], "data": fingerprint["data"],
         "seed": config.seed, "versions": versions(), "started": started, "finished": _now(),
+        "provenance": {**models.loaded_provenance("hf", model, model_args,
+                                                  peft_model.get_base_model()),
+                       "init_adapter_sha256": provenance.adapter_sha256(init_adapter),
+                       **provenance.environment()},
         "best_epoch": best["epoch"] if best else None,
         "best_valid_loss": best["valid_loss"] if best else None, "selection": selection,
         "epochs_trained": config.epochs, "n_train": len(train_enc), "n_valid": len(valid_enc),

@@ -38,6 +38,7 @@ class GenRequest:
 class GenResult:
     text: str | None  # None when the request failed
     error: str | None = None
+    provenance: dict | None = None  # what the server said made it (model, system_fingerprint)
 
     @property
     def ok(self) -> bool:
@@ -51,6 +52,7 @@ class Backend(Protocol):
     # True when a row's text does not depend on the other rows of its call. When False the
     # runner always repeats a planned batch whole, so a resumed run sees the same numerics.
     rows_independent: bool
+    provenance: dict  # backend, model identity (commit or content hash), dtype, device
 
     def prompt(self, system: System, item: BenchmarkItem, profile: Profile | None) -> str:
         """The exact text this backend sends for ``item`` under ``system``."""

@@ -108,6 +108,7 @@ class HFBackend:
         model, model_args = models.split_revision(model, model_args)
         self.model_args = models.check_model_args("hf", model_args)
         self.lm, self.tokenizer = models.load_model(model, device, self.model_args)
+        self.provenance = models.loaded_provenance("hf", model, self.model_args, self.lm)
         self.tokenizer.padding_side = "left"  # decoder-only: new tokens follow the prompt
         self.device = self.lm.device
         self.batch_size = batch_size

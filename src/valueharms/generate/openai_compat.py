@@ -58,6 +58,8 @@ class OpenAIBackend:
         # Retries are the shared client's (paced, counted), so the openai client makes none.
         self.client = openai.OpenAI(base_url=self.base_url, api_key=key or "no-key",
                                     max_retries=0, timeout=timeout)
+        self.provenance = {"backend": "openai", "base_url": self.base_url,
+                           "model": {"id": model}, "mode": mode}
 
     def prompt(self, system: System, item: BenchmarkItem, profile: Profile | None) -> str:
         if self.mode == "chat":

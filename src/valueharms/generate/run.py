@@ -25,12 +25,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .. import benchmarks, profile, targets
+from .. import benchmarks, profile, provenance, targets
 from ..errors import InputError
 from ..io import JsonlAppender
 from ..records import BenchmarkItem, Decoding, Generation, System, to_json
 from ..values import Profile
-from . import Backend, GenRequest, row_seed
+from . import Backend, GenRequest, GenResult, row_seed
 
 
 @dataclass(frozen=True)
@@ -110,12 +110,16 @@ def _profile(system: System, profiles: dict[str, Profile] | None,
     return targets.find(str(system.target), data_dir)
 
 
-def record(row: Row, text: str, model: str) -> dict:
+def record(row: Row, result: GenResult, backend: Backend, origin: dict) -> dict:
+    """The Generation line; ``origin``: what every row of this run shares (model, code)."""
+    origin = {**origin, "adapter_sha256": provenance.adapter_sha256(row.system.adapter),
+              **(result.provenance or {})}
     return to_json(Generation(system=row.system.key, benchmark=row.item.benchmark,
                               prompt_id=row.item.id, sample=row.sample, prompt=row.request.prompt,
-                              text=text, model=model, decoding=row.request.decoding.as_dict(),
-                              category=row.item.category,
-                              meta={**row.item.meta, "item_text": row.item.text}))
+                              text=result.text, model=backend.model,
+                              decoding=row.request.decoding.as_dict(), category=row.item.category,
+                              meta={**row.item.meta, "item_text": row.item.text},
+                              provenance=origin))
 
 
 def _done_keys(appender: JsonlAppender, planned: dict[tuple, Row], model: str) -> set[tuple]:
@@ -144,8 +148,13 @@ def _done_keys(appender: JsonlAppender, planned: dict[tuple, Row], model: str) -
 def generate(systems: list[System], items: list[BenchmarkItem], backend: Backend,
              out_file: str | os.PathLike, *, decoding: Decoding,
              profiles: dict[str, Profile] | None = None, data_dir: str | None = None,
-             progress: bool = True, stops: str = "benchmark") -> Summary:
-    """Generate every missing (system, item, sample) of the plan into ``out_file``."""
+             progress: bool = True, stops: str = "benchmark",
+             origin: dict | None = None) -> Summary:
+    """Generate every missing (system, item, sample) of the plan into ``out_file``.
+
+    Each record's ``provenance`` holds the backend's (model commit or hash, dtype, device),
+    the code and package versions, ``origin`` (e.g. the study file's hash) and the adapter's
+    content hash."""
     timer = profile.current()
     with timer.span("prompts"):  # building and tokenising every prompt
         batches = plan_rows(systems, items, backend, decoding, profiles, data_dir, stops)
@@ -155,8 +164,9 @@ def generate(systems: list[System], items: list[BenchmarkItem], backend: Backend
     fail_file = failures_path(out_file)
     fresh = not Path(out_file).exists()
     try:
+        shared = {**backend.provenance, **provenance.environment(), **(origin or {})}
         return _run(batches, planned, backend, out_file, fail_file, progress,
-                    items[0].benchmark if items else "")
+                    items[0].benchmark if items else "", shared)
     except BaseException:
         # A run that stops before its first line leaves no empty file behind.
         if fresh and Path(out_file).exists() and Path(out_file).stat().st_size == 0:
@@ -165,7 +175,8 @@ def generate(systems: list[System], items: list[BenchmarkItem], backend: Backend
 
 
 def _run(batches: list[list[Row]], planned: dict[tuple, Row], backend: Backend,
-         out_file: str | os.PathLike, fail_file: Path, progress: bool, label: str) -> Summary:
+         out_file: str | os.PathLike, fail_file: Path, progress: bool, label: str,
+         origin: dict) -> Summary:
     with JsonlAppender(out_file, lock=True) as out:  # a second writer waits
         done = _done_keys(out, planned, backend.model)
         already = len(done)
@@ -185,7 +196,7 @@ def _run(batches: list[list[Row]], planned: dict[tuple, Row], backend: Backend,
                 for row in todo:
                     result = results[row.key]
                     if result.ok:
-                        lines.append(record(row, result.text, backend.model))
+                        lines.append(record(row, result, backend, origin))
                     else:
                         failures.append({"system": row.system.key, "benchmark": row.item.benchmark,
                                          "prompt_id": row.item.id, "sample": row.sample,

@@ -84,6 +84,20 @@ def engine_kwargs(model_args: dict[str, Any]) -> dict[str, Any]:
     return {**ENGINE_DEFAULTS, **model_args}
 
 
+def _engine_dtype(engine, asked: str) -> str:
+    """The dtype the engine settled on (``auto`` resolves to the checkpoint's)."""
+    try:
+        return str(engine.llm_engine.model_config.dtype).removeprefix("torch.")
+    except AttributeError:  # vLLM moved it: record what was asked for
+        return asked
+
+
+def _engine_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 class VLLMBackend:
     rows_independent = True  # per-request seeds; vLLM batches dynamically anyway
     token_budget = None  # batch_size alone caps a call
@@ -101,6 +115,9 @@ class VLLMBackend:
         engine = engine_kwargs(models.loading_kwargs("vllm", self.model_args))
         self.max_lora_rank = engine["max_lora_rank"]
         self.engine = vllm.LLM(model=models.resolve(model), **engine)
+        self.provenance = models.loaded_provenance(
+            "vllm", model, self.model_args, dtype=_engine_dtype(self.engine, engine["dtype"]),
+            device=_engine_device())
         self.tokenizer = self.engine.get_tokenizer()
         self.model = model_name or model or models.DEFAULT_MODEL
         self.batch_size = batch_size

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from .. import chat
@@ -158,7 +159,11 @@ class OpenAIJudge(_Rubric, RemoteScorer):
         choices = getattr(reply, "choices", None)
         if not choices or choices[0].message is None:
             raise Transient(f"reply without choices: {str(reply)[:200]}")
-        return self.parse(choices[0].message.content)
+        verdict = self.parse(choices[0].message.content)
+        # The dated snapshot behind an alias ("gpt-4o") and the backend's configuration.
+        served = {"judge_model": getattr(reply, "model", None),
+                  "system_fingerprint": getattr(reply, "system_fingerprint", None)}
+        return replace(verdict, meta={**verdict.meta, **served})
 
 
 class LocalJudge(_Rubric, Scorer):

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import profile
+from .. import profile, provenance
 from ..io import atomic_write_text, versions
 from .plan import MANIFEST, Step, outputs, plan
 from .spec import Study
@@ -32,7 +32,9 @@ def run_step(step: Step, study: Study, progress: bool = False) -> str:
                           json.dumps({"step": step.id, **timer.summary(time.time() - start)}, indent=1))
     manifest = {"step": step.id, "kind": step.kind, "config": step.config, "deps": list(step.deps),
                 "seed": study.seed, "versions": versions(), "started": start,
-                "seconds": round(time.time() - start, 3), "outputs": outputs(out)}
+                "seconds": round(time.time() - start, 3), "outputs": outputs(out),
+                "study_sha256": provenance.file_sha256(study.path),
+                "environment": provenance.environment()}
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1, default=str))
     return step.id
 
