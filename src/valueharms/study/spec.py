@@ -119,11 +119,14 @@ class Study:
         """The methods that name one system each (vanilla, benign:<dataset>), parsed."""
         return [SystemKey.parse(m) for m in self.methods if m not in PER_TARGET]
 
+    def required_keys(self) -> list[str]:
+        """Environment variables holding the API keys the chosen scorers need."""
+        return sorted({API_KEYS[s.split(":")[0]] for s in self.scorers.values()
+                       if s.split(":")[0] in API_KEYS and ":local" not in s})
+
     def missing_keys(self) -> list[str]:
         """API keys the chosen scorers need but the environment lacks."""
-        needed = {API_KEYS[s.split(":")[0]] for s in self.scorers.values()
-                  if s.split(":")[0] in API_KEYS and ":local" not in s}
-        return sorted(k for k in needed if not os.environ.get(k))
+        return [k for k in self.required_keys() if not os.environ.get(k)]
 
 
 def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Study:

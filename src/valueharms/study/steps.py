@@ -3,6 +3,7 @@ writes into its own folder ``out``; the executor writes the manifest once it ret
 ``progress``: show the step's own progress bars (local runs; Ray workers' output is not shown)."""
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -15,6 +16,8 @@ from .plan import Step
 from .spec import Study
 
 ADAPTER = "adapter"  # a train step's adapter folder (VIM: its stage2/ is the aligned model)
+STEP_CACHE = "VALUEHARMS_STEP_CACHE"  # set on Ray workers: score steps cache in their folder
+CACHE_FILE = "cache.sqlite"
 
 
 def _model(study: Study) -> str | None:
@@ -107,7 +110,10 @@ def score(step: Step, study: Study, out: Path, progress: bool) -> None:
     with timer.span("load"):
         scorer = scoring.get_scorer(step.config["scorer"], **step.config["options"])
     source = study.out / "steps" / step.deps[0] / "generations.jsonl"
-    with ScoreCache(None) as cache, timer.span("scoring"):
+    # On a Ray worker the step caches into its own folder (one writer; the driver merges it);
+    # locally, into the shared cache.
+    with ScoreCache(out / CACHE_FILE if os.environ.get(STEP_CACHE) else None) as cache, \
+            timer.span("scoring"):
         summary = score_file(source, out / "scores.jsonl", scorer, cache=cache,
                              retry=("failed",), progress=progress)
     scorer.close()
