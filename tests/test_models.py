@@ -117,16 +117,79 @@ def test_dtype_and_gradient_checkpointing_take_effect(tiny_model_dir, tmp_path):
     assert seen == {"dtype": torch.float32, "checkpointing": False}  # the CPU defaults
 
 
-def test_cli_lora_settings_land_in_adapter_config(cli, tiny_model_dir, tmp_path):
-    out = tmp_path / "vim"
-    result = cli("train", "vim", "--model", str(tiny_model_dir), "--target", "Hed", "--limit", "4",
-                 "--epochs", "1", "--max-length", "64", "--out", str(out), "--lora-r", "4",
-                 "--lora-alpha", "16", "--lora-dropout", "0.05", "--target-modules",
-                 "q_proj,k_proj,v_proj", "--gradient-checkpointing", "--model-arg",
-                 "dtype=float32")
-    assert result.returncode == 0, result.stderr
-    for stage in ("stage1", "stage2"):
-        config = json.loads((out / stage / "adapter_config.json").read_text())
-        assert config["r"] == 4 and config["lora_alpha"] == 16
-        assert config["lora_dropout"] == pytest.approx(0.05)
-        assert sorted(config["target_modules"]) == ["k_proj", "q_proj", "v_proj"]
+def test_lora_settings_land_in_adapter_config(tiny_model_dir, tmp_path):
+    config = TrainConfig(epochs=1, batch_size=4, max_length=32, progress=False, lora_r=4,
+                         lora_alpha=16, lora_dropout=0.05,
+                         target_modules=("q_proj", "k_proj", "v_proj"))
+    train_lora(str(tiny_model_dir), _examples(4), [], tmp_path / "lora", config)
+    written = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
+    assert written["r"] == 4 and written["lora_alpha"] == 16
+    assert written["lora_dropout"] == pytest.approx(0.05)
+    assert sorted(written["target_modules"]) == ["k_proj", "q_proj", "v_proj"]
+
+
+# --------------------------------------------------------------------------- provenance
+
+def make_adapter(base_dir, out) -> str:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                      init_lora_weights=False, task_type="CAUSAL_LM"))
+    model.save_pretrained(out)
+    return str(out)
+
+
+def test_generation_provenance_present_and_stable_across_a_resume(cli, tiny_model_dir, tmp_path):
+    from valueharms.provenance import content_sha256
+
+    adapter = make_adapter(tiny_model_dir, tmp_path / "lora")
+    out = tmp_path / "gen.jsonl"
+    common = ["generate", "--system", "vanilla", "--system", "vim:Hed", "--adapter", adapter,
+              "--benchmark", "hexphi", "--model", str(tiny_model_dir), "--out", str(out),
+              "--max-new-tokens", "3", "--no-progress"]
+    first = cli(*common, "--limit", "1")
+    assert first.returncode == 0, first.stderr
+    resumed = cli(*common, "--limit", "3")  # the same file, two more items each
+    assert resumed.returncode == 0, resumed.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 6
+    by_system = {}
+    for row in rows:
+        p = row["provenance"]
+        assert p["backend"] == "hf" and p["dtype"] == "float32" and p["device"].startswith("cpu")
+        assert p["model"] == {"id": str(tiny_model_dir), "sha256": content_sha256(tiny_model_dir)}
+        assert p["code"]["version"] and "git_dirty" in p["code"]
+        assert {"torch", "transformers", "peft", "openai"} <= set(p["versions"])
+        by_system.setdefault(row["system"], []).append(p)
+    assert {p["adapter_sha256"] for p in by_system["vanilla"]} == {None}
+    assert {p["adapter_sha256"] for p in by_system["vim:Hed"]} == {content_sha256(adapter)}
+    for records in by_system.values():  # rows of the first run and of the resume agree
+        assert all(p == records[0] for p in records)
+
+
+def test_judge_scores_record_the_snapshot_and_fingerprint(tmp_path, monkeypatch):
+    from fakes import FakeJudge
+
+    from valueharms.score import get_scorer
+    from valueharms.score.run import score_file
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    gens = tmp_path / "g.jsonl"
+    gens.write_text("".join(json.dumps(
+        {"system": "vanilla", "benchmark": "hexphi", "prompt_id": f"p{i}", "sample": 0,
+         "prompt": f"question {i}", "text": f"answer {i}", "model": "m", "decoding": {}}) + "\n"
+        for i in range(3)))
+    with FakeJudge(snapshot="judge-x-2026-01-01", fingerprint="fp_42") as srv:
+        scorer = get_scorer("judge-hexphi", base_url=srv.url, judge_model="judge-x", qps=0)
+        score_file(gens, tmp_path / "s.jsonl", scorer, cache=tmp_path / "c.sqlite",
+                   progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert len(rows) == 3
+    for row in rows:
+        assert row["meta"]["judge_model"] == "judge-x-2026-01-01"
+        assert row["meta"]["system_fingerprint"] == "fp_42"
+        assert row["provenance"]["scorer_model"] == scorer.model
+        assert row["provenance"]["code"]["version"]

@@ -8,7 +8,8 @@ import os
 import pytest
 
 pytest.importorskip("vllm")
-pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+# Engine start-up alone takes minutes on two busy CPU cores.
+pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 from valueharms import models  # noqa: E402
 from valueharms.generate import GenRequest, make_backend  # noqa: E402
