@@ -159,6 +159,8 @@ class TrainOptions(Options):
     # Off by default: measured slower on a CPU (docs/performance.md, Packed training).
     packing: bool = Field(False, description="padding-free batches: examples concatenated, "
                           "attention kept within each; pays with flash_attention_2")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the "
+                                         "backward pass: less memory, about a third slower")
 
 
 class TrainConfig(TrainOptions):
@@ -243,15 +245,15 @@ class BackendOptions(Options):
                                    "256, openai 4 x concurrency)")
     base_url: str | None = Field(None, description="openai: the endpoint (default "
                                  "api.openai.com)")
-    max_loras: int = Field(8, ge=1, description="vllm: adapters served in one batch")
     token_budget: int | None = Field(None, ge=1, description="hf: at most this many rows x "
                                      "longest prompt tokens per batch (default 8192)")
     prefix_cache: bool = Field(True, description="hf: compute prompt starts shared within a "
                                "batch (system prompt, persona) once per adapter")
 
     def for_backend(self) -> dict[str, Any]:
-        """The constructor options that apply to the chosen backend (set ones only)."""
-        takes = {"hf": ("batch_size", "token_budget", "prefix_cache"), "vllm": ("batch_size", "max_loras"),
+        """The constructor options that apply to the chosen backend (set ones only); engine
+        settings such as vLLM's max_loras are model args (``[study] model_args``)."""
+        takes = {"hf": ("batch_size", "token_budget", "prefix_cache"), "vllm": ("batch_size",),
                  "openai": ("batch_size", "base_url")}[self.backend]
         return {k: v for k, v in self.model_dump(exclude_unset=True).items()
                 if k in takes and v is not None}
@@ -261,7 +263,8 @@ class GenerationOptions(BackendOptions):
     """The study's ``[generation]``: the backend plus how systems are grouped into steps."""
 
     systems_per_step: int = Field(0, ge=0, description="systems per generation step (0 = all "
-                                  "in one); with vllm at most max_loras of them with adapters")
+                                  "in one); with vllm at most max_loras (a model arg) of them "
+                                  "with adapters")
     stops: StopPolicy = Field("benchmark", description="benchmark: every system gets the "
                               "benchmark's stop strings (fair); reference: the paper's code's "
                               "per-arm stops (vanilla at newline or '.' on rtp/holisticbiasr, "

@@ -115,6 +115,12 @@ def split_revision(model: str | None, model_args: dict[str, Any] | None = None
     return name, args
 
 
+def args_for(backend: str, model_args: dict[str, Any] | None) -> dict[str, Any]:
+    """The part of ``model_args`` that ``backend`` takes (a study's model args serve its
+    training, which loads with hf, and its generation backend)."""
+    return {k: v for k, v in (model_args or {}).items() if k in BACKEND_ARGS.get(backend, ())}
+
+
 def check_model_args(backend: str, model_args: dict[str, Any] | None, where: str = "--model-arg"
                      ) -> dict[str, Any]:
     """``model_args`` once every key is one ``backend`` accepts and every value has its type."""
@@ -252,7 +258,7 @@ def fetch_adapter(source: str) -> str:
     (``org/name[@revision]``) downloaded with huggingface_hub (cached; ``HF_HUB_OFFLINE=1``
     uses the cache only). Either way the folder must hold adapter_config.json."""
     path = Path(source).expanduser()
-    if not path.exists() and _looks_like_hub_id(source):
+    if not path.exists() and looks_like_hub_id(source):
         repo, _, revision = source.partition("@")
         try:
             from huggingface_hub import snapshot_download
@@ -267,7 +273,8 @@ def fetch_adapter(source: str) -> str:
     return str(path)
 
 
-def _looks_like_hub_id(text: str) -> bool:
+def looks_like_hub_id(text: str) -> bool:
+    """``org/name`` or ``org/name@revision``: not a path that starts with ``.``, ``/``, ``~``."""
     repo = text.partition("@")[0]
     parts = repo.split("/")
     return (len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~"))

@@ -61,7 +61,8 @@ def hub_commit(repo_id: str, revision: str | None) -> str | None:
 
 
 def adapter_sha256(path: str | None) -> str | None:
-    return content_sha256(path) if path else None
+    """The content hash of a local adapter folder (None without one, e.g. a served adapter)."""
+    return content_sha256(path) if path and Path(path).is_dir() else None
 
 
 @functools.lru_cache(maxsize=1)

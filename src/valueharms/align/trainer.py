@@ -397,7 +397,8 @@ def train_lora(model: str | None, train: Sequence[Example], valid: Sequence[Exam
     losses = [r["loss"] for r in JsonlAppender(log_path).records() if "loss" in r]
     manifest = {
         "model": str(model), "model_path": model_path, "init_adapter": init_adapter,
-        "fingerprint": fingerprint, "config": fingerprint["config"], "data": fingerprint["data"],
+        "fingerprint": fingerprint, "data": fingerprint["data"],
+        "config": config.model_dump(mode="json", exclude={"progress"}),
         "seed": config.seed, "versions": versions(), "started": started, "finished": _now(),
         "provenance": {**models.loaded_provenance("hf", model, model_args,
                                                   peft_model.get_base_model()),

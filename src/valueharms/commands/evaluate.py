@@ -17,8 +17,9 @@ def register(sub) -> None:
     a.add_argument("--model", default=None, help="Hugging Face id or path (default: the embedded "
                                                  "model)")
     how = a.add_mutually_exclusive_group()
-    how.add_argument("--adapter", default=None, metavar="DIR",
-                     help="a LoRA directory, e.g. the stage2/ of `train vim`")
+    how.add_argument("--adapter", default=None, metavar="PATH_OR_HUB_ID",
+                     help="a LoRA folder (e.g. the stage2/ of `train vim`) or a Hugging Face "
+                          "Hub id org/name[@revision], downloaded on first use")
     how.add_argument("--prompting", default=None, metavar="TARGET",
                      help="state this target's profile in the prompt instead (the ICL baseline)")
     a.add_argument("--target", default=None, metavar="NAME[,NAME...]",
@@ -52,34 +53,33 @@ def register(sub) -> None:
 
 
 def _alignment(args: argparse.Namespace) -> int:
-    from .. import targets
+    from .. import models, targets
     from ..align import check
     from ..generate import make_backend
 
     if not (args.target or args.prompting):
         raise InputError("--target: name the profile to compare with")
-    if args.adapter and not (Path(args.adapter) / "adapter_config.json").is_file():
-        raise InputError(f"--adapter {args.adapter}: no adapter_config.json (not a PEFT LoRA "
-                         f"directory)")
+    model, model_args = model_options(args)
+    adapter = models.fetch_adapter(args.adapter) if args.adapter else None
     extra = targets.read_profiles(args.profiles) if args.profiles else []
     names = [n for n in (args.target or args.prompting).split(",") if n]
     compared = [targets.find(n, args.data_dir, extra) for n in names]
     persona = targets.find(args.prompting, args.data_dir, extra) if args.prompting else None
+    label = Path(args.adapter.partition("@")[0]).name if args.adapter else None
     subject = check.Subject(f"prompt:{persona.name}" if persona else
-                            f"adapter:{Path(args.adapter).name}" if args.adapter else "vanilla",
-                            adapter=args.adapter, persona=persona)
+                            f"adapter:{label}" if adapter else "vanilla",
+                            adapter=adapter, persona=persona)
     # Bad instrument files fail here, before the model loads.
     check.instrument_items(args.instrument, compared[0], args.data_dir, args.limit,
                            args.train_limit)
-    model, model_args = model_options(args)
     backend = make_backend("hf", model, batch_size=args.batch_size, device=args.device,
                            form=args.form, model_args=model_args)
-    if args.adapter:
-        backend.load_adapters([args.adapter])
+    if adapter:
+        backend.load_adapters([adapter])
     result = check.run_check(backend, [subject], compared, instrument=args.instrument,
                              method=args.method, data_dir=args.data_dir, limit=args.limit,
                              train_limit=args.train_limit, form=args.form,
-                             trained_on={subject.key: compared[0]} if args.adapter else None)
+                             trained_on={subject.key: compared[0]} if adapter else None)
     print("\n\n".join(check.describe(row) for row in result.rows))
     if args.out:
         check.write(result, args.out)

@@ -32,6 +32,7 @@ class GenRequest:
     decoding: Decoding
     seed: int
     adapter: str | None = None  # LoRA directory; None = the base model
+    served_model: str | None = None  # openai: the endpoint's name for this system's model
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ class Backend(Protocol):
     # runner always repeats a planned batch whole, so a resumed run sees the same numerics.
     rows_independent: bool
     provenance: dict  # backend, model identity (commit or content hash), dtype, device
+    # True when an endpoint serves each adapter: system under its own model name (the system's
+    # name) instead of loading adapter folders.
+    serves_by_name: bool
 
     def prompt(self, system: System, item: BenchmarkItem, profile: Profile | None) -> str:
         """The exact text this backend sends for ``item`` under ``system``."""

@@ -96,6 +96,7 @@ class HFBackend:
     """Generate with transformers; LoRA adapters are loaded once, by directory, on first use."""
 
     rows_independent = False
+    serves_by_name = False
 
     def __init__(self, model: str | None = None, *, device: str | None = None,
                  model_args: dict[str, Any] | None = None, batch_size: int = 8,

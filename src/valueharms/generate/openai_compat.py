@@ -28,6 +28,7 @@ OPENAI_URL = "https://api.openai.com/v1"
 class OpenAIBackend:
     rows_independent = True  # each request is its own HTTP call
     token_budget = None  # batch_size alone caps a call
+    serves_by_name = True  # `vllm serve --lora-modules NAME=PATH`: ask for model NAME
 
     def __init__(self, model: str | None, *, base_url: str | None = None, mode: str = "chat",
                  api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8, qps: float = 5.0,
@@ -71,9 +72,9 @@ class OpenAIBackend:
 
     def load_adapters(self, paths: list[str]) -> None:
         if paths:
-            raise InputError(f"--backend openai: serves the endpoint's model only; adapter "
-                             f"{paths[0]} needs --backend hf or vllm (or serve it and name it "
-                             f"with --model)")
+            raise InputError(f"--backend openai: loads no adapter folders; adapter {paths[0]} "
+                             f"needs --backend hf or vllm, or serve it and name the system "
+                             f"adapter:<served name>=<path>")
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
@@ -81,17 +82,19 @@ class OpenAIBackend:
 
     def _one(self, request: GenRequest) -> GenResult:
         try:
-            text = call(lambda: self._request(request), self.policy, self.limiter, self.stats,
-                        secrets=(self._key,))
+            text, served = call(lambda: self._request(request), self.policy, self.limiter,
+                                self.stats, secrets=(self._key,))
         except Failed as exc:
             return GenResult(None, f"{exc} ({exc.attempts} attempts)")
-        return GenResult(truncate_at_stop(text, request.decoding.stop))
+        return GenResult(truncate_at_stop(text, request.decoding.stop), provenance=served)
 
-    def _request(self, request: GenRequest) -> str:
+    def _request(self, request: GenRequest) -> tuple[str, dict]:
+        """The reply's text, and the model name and system_fingerprint the server returned."""
         import openai
 
         d = request.decoding
-        common = dict(model=self.model, temperature=d.temperature, top_p=d.top_p,
+        common = dict(model=request.served_model or self.model, temperature=d.temperature,
+                      top_p=d.top_p,
                       max_tokens=d.max_new_tokens, seed=request.seed % 2 ** 31,
                       stop=list(d.stop) or None)
         if d.repetition_penalty != 1.0:  # not an OpenAI parameter; vLLM's server reads it
@@ -116,7 +119,8 @@ class OpenAIBackend:
             raise Transient(f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
         if not isinstance(text, str):
             raise Transient(f"reply without text: {str(reply)[:200]}")
-        return text
+        return text, {"served_model": getattr(reply, "model", None),
+                      "system_fingerprint": getattr(reply, "system_fingerprint", None)}
 
 
 def _retry_after(response) -> float | None:

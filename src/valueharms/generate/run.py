@@ -20,15 +20,16 @@ to the output; it goes to ``<out>.failed.jsonl`` with its error and is retried b
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
 
-from .. import benchmarks, profile, provenance, targets
+from .. import benchmarks, models, profile, provenance, targets
 from ..errors import InputError
 from ..io import JsonlAppender
 from ..records import BenchmarkItem, Decoding, Generation, System, to_json
+from ..systems import SystemKey
 from ..values import Profile
 from . import Backend, GenRequest, GenResult, row_seed
 
@@ -80,12 +81,15 @@ def plan_rows(systems: list[System], items: list[BenchmarkItem], backend: Backen
     rows: list[Row] = []
     for system in systems:
         profile = _profile(system, profiles, data_dir)
+        served = _served_name(system, backend)
+        adapter = None if served else system.adapter
         for item in items:
             prompt = backend.prompt(system, item, profile)
             arm = benchmarks.stops_for(stops, system.kind, item.benchmark, decoding)
             for sample in range(decoding.samples):
                 seed = row_seed(decoding.seed, system.key, item.benchmark, item.id, sample)
-                rows.append(Row(system, item, sample, GenRequest(prompt, arm, seed, system.adapter)))
+                rows.append(Row(system, item, sample,
+                                GenRequest(prompt, arm, seed, adapter, served)))
     lengths = {p: backend.prompt_length(p) for p in {r.request.prompt for r in rows}}
     order = sorted(range(len(rows)), key=lambda i: (-lengths[rows[i].request.prompt], i))
     size, budget = max(1, backend.batch_size), backend.token_budget
@@ -99,6 +103,23 @@ def plan_rows(systems: list[System], items: list[BenchmarkItem], backend: Backen
         else:
             batches.append([rows[i]])
     return batches
+
+
+def _served_name(system: System, backend: Backend) -> str | None:
+    """The endpoint's model name for an ``adapter:NAME=...`` system when the backend serves
+    adapters by name (openai); None otherwise."""
+    if system.kind != "adapter" or not backend.serves_by_name:
+        return None
+    return SystemKey.parse(system.key).arg
+
+
+def fetch_adapters(systems: list[System], backend: Backend) -> list[System]:
+    """``adapter:`` systems with their Hub ids downloaded (local folders as given), for a
+    backend that loads adapter folders."""
+    if backend.serves_by_name:
+        return systems
+    return [replace(s, adapter=models.fetch_adapter(s.adapter)) if s.kind == "adapter" and
+            s.adapter else s for s in systems]
 
 
 def _profile(system: System, profiles: dict[str, Profile] | None,
@@ -155,12 +176,14 @@ def generate(systems: list[System], items: list[BenchmarkItem], backend: Backend
     Each record's ``provenance`` holds the backend's (model commit or hash, dtype, device),
     the code and package versions, ``origin`` (e.g. the study file's hash) and the adapter's
     content hash."""
+    systems = fetch_adapters(systems, backend)
     timer = profile.current()
     with timer.span("prompts"):  # building and tokenising every prompt
         batches = plan_rows(systems, items, backend, decoding, profiles, data_dir, stops)
     planned = {row.key: row for batch in batches for row in batch}
     with timer.span("adapters"):
-        backend.load_adapters(sorted({s.adapter for s in systems if s.adapter}))
+        backend.load_adapters(sorted({r.request.adapter for r in planned.values()
+                                      if r.request.adapter}))
     fail_file = failures_path(out_file)
     fresh = not Path(out_file).exists()
     try:

@@ -98,7 +98,7 @@ def run_ray(study: Study, address: str | None = None) -> None:
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
     remote = ray.remote(_ray_task)
     env = {"env_vars": ray_env(study)}
-    gpus = dict(getattr(study, "ray", {}).get("gpus", {}))
+    gpus = study.ray.gpus
     refs: dict[str, object] = {}
     steps = {step.id: step for step in plan(study)}
     for step in steps.values():

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from .. import profile
+from .. import profile, provenance
 from ..io import atomic_write_text
 from ..records import BenchmarkItem, Decoding, System
 from ..systems import SystemKey
@@ -46,13 +46,14 @@ def train(step: Step, study: Study, out: Path, progress: bool) -> None:
         train_vim(_model(study), _target(study, c["target"]), out / ADAPTER,
                   train_config(vim, seed=study.seed, progress=progress), data_dir=study.data_dir,
                   limit=vim.limit, threshold=vim.threshold, strategy=vim.strategy,
-                  seed=study.seed, say=say)
+                  seed=study.seed, model_args=study.model_args_for("hf"), say=say)
         return
     options = BenignOptions(**{k: c[k] for k in BenignOptions.model_fields if k in c})
     data = benign.load(c["dataset"], data_file=options.data_files.get(c["dataset"]),
                        data_dir=study.data_dir, limit=options.limit)
     train_lora(_model(study), data.train, data.valid, out / ADAPTER,
-               train_config(options, seed=study.seed, progress=progress), say=say)
+               train_config(options, seed=study.seed, progress=progress),
+               model_args=study.model_args_for("hf"), say=say)
 
 
 def generation_inputs(step: Step, study: Study) -> tuple[list[BenchmarkItem], list[System], Decoding]:
@@ -89,12 +90,15 @@ def generate(step: Step, study: Study, out: Path, progress: bool) -> None:
     backend_options = g.for_backend()
     if g.backend == "hf":
         backend_options["device"] = c.get("device")
+    if g.backend != "openai":
+        backend_options["model_args"] = study.model_args_for(g.backend)
     with profile.current().span("load"):
         backend = make_backend(g.backend, _model(study), **backend_options)
     summary = run_generation(chosen, items, backend, out / "generations.jsonl", decoding=decoding,
                              profiles={t.name: t for t in study.targets},
                              data_dir=study.data_dir, progress=progress,
-                             stops=g.stops)
+                             stops=g.stops,
+                             origin={"study_sha256": provenance.file_sha256(study.path)})
     if summary.failed:
         # Not done: the next run retries only the failed rows.
         raise RuntimeError(f"{step.id}: {summary.failed} generations failed (see "
@@ -130,7 +134,8 @@ def alignment(step: Step, study: Study, out: Path, progress: bool) -> None:
     timer = profile.current()
     with timer.span("load"):
         backend = make_backend("hf", _model(study), device=c.get("device"),
-                               batch_size=study.generation.batch_size or 8)
+                               batch_size=study.generation.batch_size or 8,
+                               model_args=study.model_args_for("hf"))
     adapters = {key: str(adapter_dir(study, key, sid)) for key, sid in c["adapters"].items()}
     with timer.span("adapters"):
         backend.load_adapters(sorted(adapters.values()))
