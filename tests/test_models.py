@@ -193,3 +193,90 @@ def test_judge_scores_record_the_snapshot_and_fingerprint(tmp_path, monkeypatch)
         assert row["meta"]["system_fingerprint"] == "fp_42"
         assert row["provenance"]["scorer_model"] == scorer.model
         assert row["provenance"]["code"]["version"]
+
+
+# --------------------------------------------------------------------------- adapter systems
+
+def test_adapter_system_generates_as_the_same_adapter_under_vim(cli, tiny_model_dir, tmp_path):
+    adapter = make_adapter(tiny_model_dir, tmp_path / "lora")
+    common = ["--benchmark", "hexphi", "--limit", "2", "--model", str(tiny_model_dir),
+              "--max-new-tokens", "5", "--temperature", "0", "--no-progress"]
+    vim = cli("generate", "--system", "vim:Hed", "--adapter", adapter, "--out",
+              str(tmp_path / "vim.jsonl"), *common)
+    own = cli("generate", "--system", f"adapter:mine={adapter}", "--system", "vanilla", "--out",
+              str(tmp_path / "own.jsonl"), *common)
+    assert vim.returncode == 0 and own.returncode == 0, vim.stderr + own.stderr
+    read = lambda name: [json.loads(x) for x in (tmp_path / name).read_text().splitlines()]  # noqa: E731
+    vim_rows = {r["prompt_id"]: r["text"] for r in read("vim.jsonl")}
+    own_rows = {(r["system"].split("=")[0], r["prompt_id"]): r for r in read("own.jsonl")}
+    assert {pid: own_rows[("adapter:mine", pid)]["text"] for pid in vim_rows} == vim_rows
+    assert any(own_rows[("vanilla", pid)]["text"] != text for pid, text in vim_rows.items())
+    assert own_rows[("adapter:mine", next(iter(vim_rows)))]["provenance"]["adapter_sha256"]
+
+
+def test_adapter_without_adapter_config_exits_2_and_writes_nothing(cli, tiny_model_dir, tmp_path):
+    empty = tmp_path / "not-a-lora"
+    empty.mkdir()
+    out = tmp_path / "gen.jsonl"
+    result = cli("generate", "--system", f"adapter:x={empty}", "--benchmark", "hexphi",
+                 "--limit", "1", "--model", str(tiny_model_dir), "--out", str(out))
+    assert result.returncode == 2 and "adapter_config.json" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_openai_backend_asks_for_the_served_name_of_an_adapter_system(cli, tmp_path):
+    from fakes import FakeJudge
+
+    out = tmp_path / "gen.jsonl"
+    with FakeJudge(reply=lambda prompt: "a served answer", fingerprint="fp_7") as srv:
+        result = cli("generate", "--backend", "openai", "--base-url", srv.url, "--model",
+                     "base-model", "--system", "vanilla", "--system",
+                     "adapter:my-lora=/served/by/vllm", "--benchmark", "hexphi", "--limit", "2",
+                     "--qps", "0", "--out", str(out), "--no-progress")
+        asked = sorted(r["model"] for r in srv.requests)
+    assert result.returncode == 0, result.stderr
+    assert asked == ["base-model", "base-model", "my-lora", "my-lora"]
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    served = {r["system"]: r["provenance"]["served_model"] for r in rows}
+    assert served == {"vanilla": "base-model", "adapter:my-lora=/served/by/vllm": "my-lora"}
+    assert {r["provenance"]["system_fingerprint"] for r in rows} == {"fp_7"}
+
+
+STUDY = """
+[study]
+out = "out"
+model = "{model}"
+model_args = {model_args}
+
+[systems]
+methods = ["vanilla"]
+adapters = {adapters}
+
+[benchmarks.hexphi]
+limit = 1
+
+[scorers]
+hexphi = "judge-refusal-heuristic"
+"""
+
+
+@pytest.mark.parametrize("model_args, adapters, message", [
+    ('{dtype = "bfloat16"}', '{mine = "lora"}', None),
+    ('{colour = 1}', '{}', "[study] model_args colour: not accepted by the hf backend"),
+    ('{dtype = "float17"}', '{}', "dtype='float17'"),
+    ('{}', '{mine = "empty"}', "[systems] adapters.mine"),
+])
+def test_study_model_args_and_adapters(cli, tiny_model_dir, tmp_path, model_args, adapters,
+                                       message):
+    make_adapter(tiny_model_dir, tmp_path / "lora")
+    (tmp_path / "empty").mkdir()
+    study = tmp_path / "s.toml"
+    study.write_text(STUDY.format(model=tiny_model_dir, model_args=model_args, adapters=adapters))
+    result = cli("run", str(study), "--dry-run")
+    if message is None:
+        assert result.returncode == 0, result.stderr
+        assert "2 systems" in result.stdout  # vanilla and adapter:mine
+    else:
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
