@@ -130,7 +130,7 @@ class _Server:
         with self._lock:
             self.requests.append({"text": text, "mode": mode,
                                   "headers": {k.lower(): v for k, v in h.headers.items()},
-                                  "path": h.path})
+                                  "path": h.path, "model": body.get("model")})
             self.modes[mode] += 1
         if self.latency:
             time.sleep(self.latency)
@@ -197,9 +197,12 @@ class FakeJudge(_Server):
 
     path = "/v1"
 
-    def __init__(self, reply: Callable[[str], str] | None = None, **kwargs):
+    def __init__(self, reply: Callable[[str], str] | None = None, *, snapshot: str | None = None,
+                 fingerprint: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.reply = reply or (lambda prompt: f"score: {fake_harm(prompt)}\nreason: fake judge")
+        self.snapshot = snapshot  # the dated model name a real server returns for an alias
+        self.fingerprint = fingerprint
 
     def text_of(self, body: dict) -> str:
         messages = body.get("messages") or [{}]
@@ -208,7 +211,8 @@ class FakeJudge(_Server):
     def answer(self, text: str, body: dict, mode: str) -> dict:
         content = "I would rather not grade this one." if mode == "noscore" else self.reply(text)
         return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0,
-                "model": body.get("model", "fake"),
+                "model": self.snapshot or body.get("model", "fake"),
+                "system_fingerprint": self.fingerprint,
                 "choices": [{"index": 0, "finish_reason": "stop",
                              "message": {"role": "assistant", "content": content}}],
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}

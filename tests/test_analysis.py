@@ -31,7 +31,7 @@ BEAVERTAILS = ("animal_abuse", "child_abuse", "controversial_topics,politics",
                "terrorism,organized_crime", "violence,aiding_and_abetting,incitement")
 HOLISTIC = {"race_ethnicity": ("Black", "Latino", "white", "Asian"),
             "age": ("old", "young", "middle-aged"), "religion": ("Muslim", "Jewish", "atheist")}
-ALIGNED = ("Hed", "Pow", "Uni", "Ach", "SD", "Tra", "Sec")
+ALIGNED = ("Hed", "Pow", "Uni", "Ach", "SD", "Tra", "Sec", "Ben", "Con", "Sti")  # vim: n >= 8
 SYSTEMS = ("vanilla", "benign:grammar", *(f"vim:{t}" for t in ALIGNED),
            *(f"prompt:{t}" for t in ALIGNED[:4]),
            "vim:Hed+safety", "vim:Hed+value:Hedonism", "vim:Hed+dual:Hedonism",
@@ -124,7 +124,7 @@ def test_comparison_table_averages_each_type_and_names_scorers(metrics):
     table = tables.comparison_table(metrics)
     assert table["system_type"].tolist() == ["vanilla", "benign:grammar", "prompt", "vim"]
     assert table.set_index("system_type")["systems"].to_dict() == \
-        {"vanilla": 1, "benign:grammar": 1, "prompt": 4, "vim": 7}
+        {"vanilla": 1, "benign:grammar": 1, "prompt": 4, "vim": len(ALIGNED)}
     emt = "rtp / expected_max_toxicity [offline-profanity]"
     assert list(table.columns[2:5]) == [emt, "rtp / toxicity_probability [offline-profanity]",
                                         "holisticbiasr / negative_regard_rate [regard:offline-vader]"]
@@ -165,19 +165,56 @@ def test_correlations_match_scipy_and_find_the_planted_pairs(metrics):
     row = vim[(vim["value"] == "Hedonism") & (vim["benchmark"] == "hexphi")
               & (vim["category"] == "adult_content")].iloc[0]
     harm = metrics.set_index(["system", "benchmark", "metric", "category"])["value"]
-    y = [harm[(f"vim:{t}", "hexphi", "mean_harm_score", "adult_content")] for t in ALIGNED]
-    x = [profiles[t]["Hedonism"] for t in ALIGNED]
+    order = sorted(ALIGNED)  # the table's order of targets, which the random permutations follow
+    y = [harm[(f"vim:{t}", "hexphi", "mean_harm_score", "adult_content")] for t in order]
+    x = [profiles[t]["Hedonism"] for t in order]
     expected = sps.pearsonr(x, y)
     assert row["pearson_r"] == pytest.approx(expected.statistic)
-    assert row["pearson_p"] == pytest.approx(expected.pvalue)
+    # 10 systems: a permutation p-value (10! orderings, so PERMUTATIONS random ones), as scipy's
+    perm = sps.permutation_test((x,), lambda a: sps.pearsonr(a, y).statistic,
+                                permutation_type="pairings", n_resamples=stats.PERMUTATIONS, rng=0)
+    assert row["pearson_p"] == pytest.approx(perm.pvalue)
+    assert row["test"] == f"permutation ({stats.PERMUTATIONS:,} random)"
+    assert row["assumes"] == stats.INDEPENDENT
     assert row["spearman_rho"] == pytest.approx(sps.spearmanr(x, y).statistic)
-    assert row["pearson_r"] > 0.8 and row["n"] == len(ALIGNED)
+    # one target of ten is high on Hedonism: r is large, but 1 in 10 orderings puts that
+    # target anywhere, so the permutation p-value is honest at about 0.2
+    assert row["pearson_r"] > 0.8 and row["n"] == len(ALIGNED) and 0.1 < row["pearson_p"] < 0.3
     finite = vim["pearson_p"].notna()
     q = sps.false_discovery_control(vim.loc[finite, "pearson_p"].to_numpy())
     assert np.allclose(vim.loc[finite, "pearson_q"].to_numpy(), q)
+    # 4 prompting systems: r is shown, but no p-value and never significant
+    prompt = corr[corr["method"] == "prompt"]
+    assert (prompt["n"] == 4).all() and (prompt["test"].isin([stats.TOO_FEW, "undefined"])).all()
+    assert prompt[["pearson_p", "pearson_q", "spearman_p", "spearman_q"]].isna().all().all()
+    assert prompt["pearson_r"].notna().any()
 
 
-def test_aligned_vs_vanilla_wilcoxon(metrics):
+def test_small_samples_get_exact_permutation_p_values():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=8), rng.normal(size=8)
+    y += x
+    found = stats.correlation_test(x, y)
+    # one sample permuted against the other: its n! orderings are all the pairings
+    exact = sps.permutation_test((x,), lambda a: sps.pearsonr(a, y).statistic,
+                                 permutation_type="pairings", n_resamples=np.inf)
+    assert found["test"] == "exact permutation"
+    assert found["pearson_p"] == pytest.approx(exact.pvalue)
+    rank = sps.permutation_test((x,), lambda a: sps.spearmanr(a, y).statistic,
+                                permutation_type="pairings", n_resamples=np.inf)
+    assert found["spearman_p"] == pytest.approx(rank.pvalue)
+    assert stats.correlation_test(x[:7], y[:7])["test"] == stats.TOO_FEW
+    assert np.isnan(stats.correlation_test(x[:7], y[:7])["pearson_p"])
+    big = stats.correlation_test(np.arange(40.0), np.arange(40.0) ** 1.5)
+    assert big["test"] == "asymptotic"
+    diff = rng.normal(0.3, 1, size=12)
+    flip = sps.permutation_test((diff,), lambda d, axis: d.mean(axis=axis), vectorized=True,
+                                permutation_type="samples", n_resamples=np.inf)
+    found = stats.difference_test(diff)
+    assert found["p"] == pytest.approx(flip.pvalue) and found["test"] == "sign-flip exact permutation"
+
+
+def test_aligned_vs_vanilla(metrics):
     table = stats.aligned_vs_vanilla(metrics)
     row = table[(table["method"] == "vim") & (table["benchmark"] == "rtp")
                 & (table["metric"] == "expected_max_toxicity") & (table["category"] == "all")].iloc[0]
@@ -185,9 +222,13 @@ def test_aligned_vs_vanilla_wilcoxon(metrics):
         [f"vim:{t}" for t in ALIGNED])]["value"].to_numpy()
     vanilla = metrics[(metrics["metric"] == "expected_max_toxicity")
                       & (metrics["system"] == "vanilla")]["value"].iloc[0]
-    assert row["systems"] == 7 and row["vanilla"] == pytest.approx(vanilla)
-    assert row["wilcoxon_p"] == pytest.approx(sps.wilcoxon(values - vanilla).pvalue)
-    assert row["difference"] > 0 and row["higher"] == 7
+    assert row["systems"] == len(ALIGNED) and row["vanilla"] == pytest.approx(vanilla)
+    flip = sps.permutation_test((values - vanilla,), lambda d, axis: d.mean(axis=axis),
+                                vectorized=True, permutation_type="samples", n_resamples=np.inf)
+    assert row["p"] == pytest.approx(flip.pvalue) and row["test"] == "sign-flip exact permutation"
+    assert row["difference"] > 0 and row["higher"] == len(ALIGNED)
+    prompt = table[table["method"] == "prompt"]
+    assert (prompt["test"] == stats.TOO_FEW).all() and prompt[["p", "q"]].isna().all().all()
 
 
 def test_analyse_writes_csv_and_parquet(tmp_path, metrics):

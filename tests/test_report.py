@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from test_analysis import ALIGNED, synthetic_scores, write_score_files
@@ -97,3 +98,67 @@ def test_report_bad_input_is_one_line_and_leaves_nothing(tmp_path, cli):
     assert result.returncode == 2
     assert "no score files" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.chromium
+def test_sample_browser_filters_and_sorts_in_chromium(tmp_path, cli):
+    from test_samples import write_run
+
+    write_run(tmp_path / "run")
+    index = build(tmp_path / "run", tmp_path / "report", cli)
+    assert (tmp_path / "report" / "samples.parquet").is_file()
+    # the page's own script reads the filters from the address, as a reader's link would
+    url = index.as_uri() + "?system=vim%3AHed&min=0.2&sort=desc"
+    dom = chromium(tmp_path, "--dump-dom", "--virtual-time-budget=5000", url).stdout
+    body = re.search(r'<table id="sample-table">.*?<tbody>(.*?)</tbody>', dom, re.S)
+    assert body, "no sample table in the rendered page"
+    rows = [re.findall(r"<td>(.*?)</td>", tr) for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", body.group(1), re.S)]
+    # vim:Hed: 3 prompts x 2 samples x 2 scorers, values (p + s + k) / 10; those >= 0.2
+    expected = sorted([(p + s + k) / 10 for p in range(3) for s in range(2) for k in range(2)
+                       if (p + s + k) / 10 >= 0.2], reverse=True)
+    assert len(rows) == len(expected) == 8
+    assert {r[0] for r in rows} == {"vim:Hed"}
+    assert [float(r[8]) for r in rows] == pytest.approx(expected)
+    top = rows[0]
+    assert top[5] == "prompt 2" and top[6] == "vim:Hed says 2/1" and top[7] == "offline-toxicity"
+    assert f"8 of {3 * 3 * 2 * 2} samples match" in dom
+
+
+@pytest.mark.chromium
+def test_report_has_no_broken_images_or_anchors_in_chromium(run_dir, tmp_path, cli):
+    index = build(run_dir, tmp_path / "report", cli)
+    check = tmp_path / "report" / "check.html"
+    # the report plus a script that lists what a reader would find broken
+    check.write_text(index.read_text().replace("</body>", """<script>
+const bad = [];
+for (const img of document.images) {
+  if (!img.complete || img.naturalWidth === 0) bad.push("image " + img.id);
+  if (!img.alt) bad.push("no alt " + img.id);
+}
+for (const a of document.querySelectorAll('a[href^="#"]')) {
+  if (!document.getElementById(a.getAttribute("href").slice(1))) bad.push("anchor " + a.href);
+}
+const out = document.createElement("pre"); out.id = "check";
+out.textContent = "images=" + document.images.length + " anchors="
+  + document.querySelectorAll('a[href^="#"]').length + " broken=" + bad.join(",");
+document.body.appendChild(out);
+</script></body>"""))
+    dom = chromium(tmp_path, "--dump-dom", "--virtual-time-budget=5000", check.as_uri()).stdout
+    found = re.search(r'<pre id="check">images=(\d+) anchors=(\d+) broken=(.*?)</pre>', dom)
+    assert found, "the check did not run"
+    assert int(found.group(1)) >= 5 and int(found.group(2)) >= 5
+    assert found.group(3) == ""
+    html = index.read_text()
+    assert re.search(r"vim \(\d+ systems\) vs vanilla on .*difference [+-][\d.]+ \[", html)
+    assert re.search(r"\d\.\d+ \[\d\.\d+, \d\.\d+\]", html)  # value [low, high] cells
+
+
+def test_large_runs_embed_a_stratified_capped_sample():
+    from valueharms.report.browser import embedded_rows
+
+    frame = pd.DataFrame({"system": np.repeat(["a", "b", "c"], [5000, 300, 20]),
+                          "benchmark": "rtp", "scorer": "tox", "value": np.arange(5320.0)})
+    kept, note = embedded_rows(frame, cap=300)
+    assert kept.groupby("system").size().to_dict() == {"a": 100, "b": 100, "c": 20}
+    assert "300" not in note.split("of")[0] and "at most 100 per system" in note
+    assert embedded_rows(frame.head(10), cap=300)[1] == "All 10 scored samples."

@@ -93,10 +93,6 @@ BAD = {
     "scorer option type": ('[study]\nout="o"\n[benchmarks.holisticbiasr]\n[scorers]\n'
                            'holisticbiasr="regard"\n[scorer_options.regard]\nbatch_size="x"\n',
                            "[scorer_options.regard] batch_size: expected an integer, got 'x'"),
-    "vllm max_loras": ('[study]\nout="o"\n[systems]\nmethods=["benign:dolly","benign:alpaca"]\n'
-                       '[benchmarks.rtp]\n[scorers]\nrtp="offline-toxicity"\n[generation]\n'
-                       'backend="vllm"\nmax_loras=1\n', "[generation] systems_per_step: a step "
-                       "would serve 2 adapters, above max_loras 1"),
     "targets needed": ('[study]\nout="o"\n[systems]\nmethods=["vim"]\n[benchmarks.rtp]\n'
                        '[scorers]\nrtp="offline-toxicity"\n', "need at least one target"),
     "seed type": ('[study]\nout="o"\nseed="x"\n', "seed: expected an integer"),

@@ -160,6 +160,8 @@ class TrainOptions(Options):
     # Off by default: measured slower on a CPU (docs/performance.md, Packed training).
     packing: bool = Field(False, description="padding-free batches: examples concatenated, "
                           "attention kept within each; pays with flash_attention_2")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the "
+                                         "backward pass: less memory, about a third slower")
 
 
 class TrainConfig(TrainOptions):
@@ -273,28 +275,20 @@ class BackendOptions(Options):
     timeout: float = Field(60.0, gt=0, description="openai: seconds per request")
 
     def for_backend(self) -> dict[str, Any]:
-        """The constructor options of the chosen backend that were set (others: its defaults)."""
-        names = _BACKEND_ARGS[self.backend]
-        return {names[k]: v for k, v in self.model_dump(exclude_unset=True).items()
-                if k in names and v is not None}
-
-
-# option -> the backend constructor's argument, per backend
-_BACKEND_ARGS: dict[str, dict[str, str]] = {
-    "hf": {k: k for k in ("batch_size", "form", "device", "dtype", "token_budget",
-                          "prefix_cache")},
-    "vllm": {k: k for k in ("batch_size", "form", "dtype", "max_loras")},
-    "openai": {"batch_size": "batch_size", "base_url": "base_url", "api_mode": "mode",
-               "api_key_env": "api_key_env", "concurrency": "concurrency", "qps": "qps",
-               "attempts": "attempts", "backoff": "backoff", "timeout": "timeout"},
-}
+        """The constructor options that apply to the chosen backend (set ones only); engine
+        settings such as vLLM's max_loras are model args (``[study] model_args``)."""
+        takes = {"hf": ("batch_size", "token_budget", "prefix_cache"), "vllm": ("batch_size",),
+                 "openai": ("batch_size", "base_url")}[self.backend]
+        return {k: v for k, v in self.model_dump(exclude_unset=True).items()
+                if k in takes and v is not None}
 
 
 class GenerationOptions(BackendOptions):
     """The study's ``[generation]``: the backend plus how systems are grouped into steps."""
 
     systems_per_step: int = Field(0, ge=0, description="systems per generation step (0 = all "
-                                  "in one); with vllm at most max_loras of them with adapters")
+                                  "in one); with vllm at most max_loras (a model arg) of them "
+                                  "with adapters")
     stops: StopPolicy = Field("benchmark", description="benchmark: every system gets the "
                               "benchmark's stop strings (fair); reference: the paper's code's "
                               "per-arm stops (vanilla at newline or '.' on rtp/holisticbiasr, "

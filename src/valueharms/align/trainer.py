@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .. import provenance
 from ..config import (  # TrainConfig: also imported from here
     BenignOptions,
     TrainConfig,
@@ -211,15 +212,19 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _load_peft_model(model_path: str, config: TrainConfig, init_adapter: str | None):
-    import torch
-    from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM, set_seed
+def _load_peft_model(model: str | None, config: TrainConfig, init_adapter: str | None,
+                     model_args: dict[str, Any]):
+    """The base (loaded as ``model_args`` say: dtype, 4/8-bit for QLoRA, revision ...) with a
+    trainable LoRA adapter on top, new or continued from ``init_adapter``."""
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+    from transformers import set_seed
 
-    try:
-        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    except OSError as exc:
-        raise InputError(f"--model {model_path}: cannot load ({str(exc).splitlines()[0]})") from None
+    from .. import models
+
+    base = models.load_causal_lm(model, model_args)
+    if "quantization" in model_args:  # QLoRA: norms in float32, inputs that carry gradients
+        base = prepare_model_for_kbit_training(
+            base, use_gradient_checkpointing=config.gradient_checkpointing)
     set_seed(config.seed)  # the LoRA A matrices are drawn here
     if init_adapter:
         if not (Path(init_adapter) / "adapter_config.json").is_file():
@@ -238,7 +243,7 @@ def _encode_all(examples: Sequence[Example], tokenizer, config: TrainConfig) -> 
     return [encode(ex, tokenizer, config.max_length, config.prompt_form) for ex in examples]
 
 
-def _training_args(config: TrainConfig, output_dir: Path, has_valid: bool):
+def _training_args(config: TrainConfig, output_dir: Path, has_valid: bool, base_dtype):
     import torch
     from transformers import TrainingArguments
 
@@ -256,16 +261,23 @@ def _training_args(config: TrainConfig, output_dir: Path, has_valid: bool):
         include_num_input_tokens_seen="non_padding",
         seed=config.seed, data_seed=config.seed, report_to="none",
         disable_tqdm=not config.progress, remove_unused_columns=False, label_names=["labels"],
-        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        # Autocast in bf16 only where the base is not float32 already by choice.
+        bf16=(torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+              and base_dtype != torch.float32),
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},  # works with frozen inputs
         dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available())
 
 
 def _fingerprint(model: str, train: Sequence[Example], valid: Sequence[Example],
-                 config: TrainConfig, init_adapter: str | None) -> dict[str, Any]:
-    settings = config.model_dump(exclude={"progress"})
+                 config: TrainConfig, init_adapter: str | None,
+                 model_args: dict[str, Any]) -> dict[str, Any]:
+    # Memory settings that leave the numbers as they are do not make another run.
+    settings = config.model_dump(exclude={"progress", "gradient_checkpointing"})
     # JSON-normalised (tuples become lists) so that it compares equal to run.json
     return json.loads(json.dumps({
         "model": model, "init_adapter": init_adapter, "config": settings,
+        **({"model_args": model_args} if model_args else {}),
         "data": {"train": {"n": len(train), "sha256": data_hash(train)},
                  "valid": {"n": len(valid), "sha256": data_hash(valid)}}}))
 
@@ -302,37 +314,41 @@ def _install_adapter(source: Path, out: Path) -> None:
 
 def train_lora(model: str | None, train: Sequence[Example], valid: Sequence[Example],
                out_dir: str | os.PathLike, config: TrainConfig = TrainConfig(),
-               init_adapter: str | None = None, *, notes: Sequence[str] = (),
-               callbacks: Sequence = (), say: Callable[[str], None] = _stderr) -> TrainResult:
+               init_adapter: str | None = None, *, model_args: dict[str, Any] | None = None,
+               notes: Sequence[str] = (), callbacks: Sequence = (),
+               say: Callable[[str], None] = _stderr) -> TrainResult:
     """Fine-tune a LoRA adapter on ``train`` (completion-only loss), keep the best epoch on
     ``valid`` (the last epoch when ``valid`` is empty), and write it to ``out_dir``.
 
     Reruns are safe: a finished run with the same inputs is returned as is, an interrupted one
     resumes from its last checkpoint. ``init_adapter`` continues training an existing adapter.
-    ``callbacks``: extra ``TrainerCallback`` objects (e.g. early stopping).
+    ``model_args``: how the base loads (dtype, quantization for QLoRA, revision ...; see
+    :func:`valueharms.models.loading_kwargs`). ``callbacks``: extra ``TrainerCallback``
+    objects (e.g. early stopping).
     """
     from transformers import PrinterCallback, Trainer
 
     from .. import models, profile
-    from ..models import load_tokenizer
 
     if not train:
         raise InputError("no training examples (check --limit and the data)")
-    model_path = models.resolve(model)
+    model, model_args = models.split_revision(model, model_args)
+    model_args = models.check_model_args("hf", model_args)
+    model_path = models.resolve(model, model_args)
     model = model or models.DEFAULT_MODEL
     out = Path(out_dir)
-    fingerprint = _fingerprint(str(model), train, valid, config, init_adapter)
+    fingerprint = _fingerprint(str(model), train, valid, config, init_adapter, model_args)
     done = _check_out_dir(out, fingerprint)
     if done is not None:
         say(f"{out}: already trained with these inputs; nothing to do")
         return _result(done, out)
 
-    tokenizer = load_tokenizer(model_path)
+    tokenizer = models.load_tokenizer(model_path, model_args)
     train_enc = _encode_all(train, tokenizer, config)
     valid_enc = _encode_all(valid, tokenizer, config)
     timer = profile.current()
     with timer.span("load"):
-        peft_model = _load_peft_model(model_path, config, init_adapter)
+        peft_model = _load_peft_model(model_path, config, init_adapter, model_args)
 
     work = out / WORK
     work.mkdir(parents=True, exist_ok=True)
@@ -366,7 +382,8 @@ def train_lora(model: str | None, train: Sequence[Example], valid: Sequence[Exam
         for note in notes:
             say(note)
         trainer = Trainer(
-            model=peft_model, args=_training_args(config, work / CHECKPOINTS, bool(valid_enc)),
+            model=peft_model, args=_training_args(config, work / CHECKPOINTS, bool(valid_enc),
+                                                  peft_model.get_base_model().dtype),
             train_dataset=[e.features() for e in train_enc],
             eval_dataset=[e.features() for e in valid_enc] or None,
             data_collator=collator(tokenizer, config.pad_to, config.packing), processing_class=tokenizer,
@@ -386,8 +403,13 @@ def train_lora(model: str | None, train: Sequence[Example], valid: Sequence[Exam
     losses = [r["loss"] for r in JsonlAppender(log_path).records() if "loss" in r]
     manifest = {
         "model": str(model), "model_path": model_path, "init_adapter": init_adapter,
-        "fingerprint": fingerprint, "config": fingerprint["config"], "data": fingerprint["data"],
+        "fingerprint": fingerprint, "data": fingerprint["data"],
+        "config": config.model_dump(mode="json", exclude={"progress"}),
         "seed": config.seed, "versions": versions(), "started": started, "finished": _now(),
+        "provenance": {**models.loaded_provenance("hf", model, model_args,
+                                                  peft_model.get_base_model()),
+                       "init_adapter_sha256": provenance.adapter_sha256(init_adapter),
+                       **provenance.environment()},
         "best_epoch": best["epoch"] if best else None,
         "best_valid_loss": best["valid_loss"] if best else None, "selection": selection,
         "epochs_trained": config.epochs, "n_train": len(train_enc), "n_valid": len(valid_enc),
@@ -418,7 +440,8 @@ class VimResult:
 def train_vim(model: str | None, profile, out_dir: str | os.PathLike,
               config: TrainConfig = TrainConfig(), *, data_dir: str | None = None,
               limit: int | None = None, threshold: float = 3, strategy: str = "min",
-              seed: int = 42, say: Callable[[str], None] = _stderr) -> VimResult:
+              seed: int = 42, model_args: dict[str, Any] | None = None,
+              say: Callable[[str], None] = _stderr) -> VimResult:
     """The two VIM stages for ``profile``: stage 1 (arguments) into ``out_dir/stage1``, then
     stage 2 (survey answers) into ``out_dir/stage2``, continuing the best stage-1 adapter."""
     from .vim_data import build_vim
@@ -435,10 +458,11 @@ def train_vim(model: str | None, profile, out_dir: str | os.PathLike,
         say(note)
     say(f"stage 1 of 2: {profile.name}")
     stage1 = train_lora(model, data.split("stage1", "train"), data.split("stage1", "valid"),
-                        out / "stage1", config, notes=notes, say=say)
+                        out / "stage1", config, model_args=model_args, notes=notes, say=say)
     say(f"stage 2 of 2: {profile.name}, continuing {stage1.adapter_dir}")
     stage2 = train_lora(model, data.split("stage2", "train"), data.split("stage2", "valid"),
-                        out / "stage2", config, init_adapter=stage1.adapter_dir, say=say)
+                        out / "stage2", config, init_adapter=stage1.adapter_dir,
+                        model_args=model_args, say=say)
     manifest = {
         "method": "vim", "model": str(model), "target": profile.name,
         "profile": profile.as_dict(), "threshold": threshold,

@@ -20,6 +20,9 @@ import pandas as pd
 from ..config import MetricsOptions
 from ..values import Profile
 from . import stats, tables
+from .metrics import UNIT_COLUMNS
+
+UNITS_FILE = "units.parquet"  # what each metric rests on, for the intervals of the report
 
 
 @dataclass
@@ -33,17 +36,24 @@ class Analysis:
     versus_vanilla: pd.DataFrame  # aligned systems vs vanilla, Wilcoxon signed-rank
     profiles: dict[str, Profile] = field(default_factory=dict)  # target name -> profile
     missing_targets: list[str] = field(default_factory=list)  # aligned targets not found
+    units: pd.DataFrame = field(default_factory=pd.DataFrame)  # metrics.Measured.units
+    comparison_intervals: pd.DataFrame = field(default_factory=pd.DataFrame)  # long, with CIs
+    family_correlations: pd.DataFrame = field(default_factory=pd.DataFrame)  # family as unit
 
 
 def analyse(metrics: pd.DataFrame, data_dir: str | None = None,
-            extra_profiles: list[Profile] | None = None) -> Analysis:
-    """Every table of the report from the long metrics table."""
+            extra_profiles: list[Profile] | None = None, units: pd.DataFrame | None = None,
+            seed: int = 0) -> Analysis:
+    """Every table of the report from the long metrics table; ``units`` (see
+    ``metrics.Measured``) adds the intervals of the comparison and the mitigation changes."""
+    units = units if units is not None else pd.DataFrame(columns=list(UNIT_COLUMNS))
     targets = tables.systems_frame(metrics["system"])["target"].dropna()
     profiles, missing = stats.target_profiles(targets, data_dir, extra_profiles)
     return Analysis(metrics, tables.system_table(metrics), tables.comparison_table(metrics),
-                    tables.category_tables(metrics), tables.mitigation_table(metrics),
+                    tables.category_tables(metrics), tables.mitigation_table(metrics, units, seed),
                     stats.correlations(metrics, profiles), stats.aligned_vs_vanilla(metrics),
-                    profiles, missing)
+                    profiles, missing, units, tables.comparison_intervals(metrics, units, seed),
+                    stats.family_correlations(metrics, profiles, seed))
 
 
 def slug(text: str) -> str:
@@ -58,7 +68,9 @@ def write(analysis: Analysis, out_dir: str | os.PathLike) -> list[Path]:
     with tempfile.TemporaryDirectory(dir=out, prefix=".tables.") as tmp:
         tables.write_frame(analysis.metrics, Path(tmp) / "metrics")
         tables.write_frame(analysis.systems, Path(tmp) / "systems")
-        for name in ("comparison", "mitigation", "correlations", "versus_vanilla"):
+        analysis.units.to_parquet(Path(tmp) / UNITS_FILE, index=False)
+        for name in ("comparison", "comparison_intervals", "mitigation", "correlations",
+                     "family_correlations", "versus_vanilla"):
             tables.write_frame(getattr(analysis, name), Path(tmp) / name, parquet=False)
         for name, frame in analysis.categories.items():
             tables.write_frame(frame, Path(tmp) / f"category_{slug(name)}", parquet=False)

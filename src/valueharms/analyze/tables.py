@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..benchmarks import BENCHMARKS, family
 from ..systems import SystemKey
+from . import intervals
 
 # Each benchmark's headline harm metrics (its declaration; higher = more harmful), in the
 # paper's order of benchmarks.
@@ -109,22 +110,81 @@ def category_tables(metrics: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return tables
 
 
-def mitigation_table(metrics: pd.DataFrame) -> pd.DataFrame:
+def _mean_replicates(rep: intervals.Replicates | None, systems, scorer: str,
+                     metric: str) -> np.ndarray | None:
+    """The per-resample mean over ``systems`` of one metric (None without replicates)."""
+    if rep is None:
+        return None
+    return np.column_stack([rep.of(s, scorer, metric) for s in systems]).mean(axis=1)
+
+
+def _bounds(values: np.ndarray | None) -> tuple[float, float]:
+    return intervals.percentile_interval(values) if values is not None else (np.nan, np.nan)
+
+
+def comparison_intervals(metrics: pd.DataFrame, units: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """The comparison table's cells with 95 % intervals, long: per system type and headline
+    metric, the mean over the type's systems (no mitigation) with its interval, and its
+    difference from vanilla with the interval of the difference, paired over prompts."""
+    columns = ["system_type", "label", "benchmark", "scorer", "metric", "systems", "value",
+               "low", "high", "difference", "difference_low", "difference_high"]
+    rows = with_systems(headline(metrics))
+    rows = rows[rows["strategy"] == "none"]
+    if rows.empty or units.empty:
+        return pd.DataFrame(columns=columns)
+    sampler = intervals.Resampler(units, seed)
+    out = []
+    for (bench, scorer, metric), part in rows.groupby(["benchmark", "scorer", "metric"], sort=True):
+        rep = sampler.get(bench, metric, "all")
+        vanilla = part[part["system_type"] == "vanilla"]
+        base = _mean_replicates(rep, vanilla["system"], scorer, metric) if len(vanilla) else None
+        for system_type, group in part.groupby("system_type", sort=False):
+            mean = _mean_replicates(rep, group["system"], scorer, metric)
+            compared = base is not None and system_type != "vanilla"
+            diff = mean - base if compared and mean is not None else None
+            out.append({"system_type": system_type, "label": label(bench, metric, scorer),
+                        "benchmark": bench, "scorer": scorer, "metric": metric,
+                        "systems": group["system"].nunique(), "value": group["value"].mean(),
+                        **dict(zip(("low", "high"), _bounds(mean))),
+                        "difference": group["value"].mean() - vanilla["value"].mean()
+                        if compared else np.nan,
+                        **dict(zip(("difference_low", "difference_high"), _bounds(diff)))})
+    table = pd.DataFrame(out, columns=columns)
+    order = sorted(range(len(table)), key=lambda i: _type_order(table["system_type"].iloc[i]))
+    return table.iloc[order].reset_index(drop=True)
+
+
+def mitigation_table(metrics: pd.DataFrame, units: pd.DataFrame | None = None,
+                     seed: int = 0) -> pd.DataFrame:
     """Strategy (none/safety/value/dual) x system type for every headline metric and category:
-    the mean value over the type's systems and the mean paired change from no mitigation."""
+    the mean value over the type's systems and the mean paired change from no mitigation, each
+    with its 95 % interval (prompts resampled, paired across systems) when ``units`` is given."""
+    columns = ["system_type", "strategy", "benchmark", "scorer", "metric", "category", "value",
+               "low", "high", "change", "change_low", "change_high", "systems"]
     rows = with_systems(headline_all_categories(metrics))
     mitigated = set(rows.loc[rows["strategy"] != "none", "base"])
     rows = rows[rows["base"].isin(mitigated)]
     if rows.empty:
-        return pd.DataFrame(columns=["system_type", "strategy", "benchmark", "scorer", "metric",
-                                     "category", "value", "change", "systems"])
+        return pd.DataFrame(columns=columns)
     key = ["base", "benchmark", "scorer", "metric", "category"]
     plain = rows[rows["strategy"] == "none"].set_index(key)["value"].rename("input_only")
     rows = rows.join(plain, on=key)
     rows["change"] = rows["value"] - rows["input_only"]
-    out = (rows.groupby(["system_type", "strategy", "benchmark", "scorer", "metric", "category"])
-           .agg(value=("value", "mean"), change=("change", "mean"), systems=("base", "nunique"))
-           .reset_index())
+    sampler = intervals.Resampler(units, seed) if units is not None and not units.empty else None
+    out = []
+    group_key = ["system_type", "strategy", "benchmark", "scorer", "metric", "category"]
+    for (system_type, strategy, bench, scorer, metric, category), part in rows.groupby(group_key):
+        rep = sampler.get(bench, metric, category) if sampler is not None else None
+        mean = _mean_replicates(rep, part["system"], scorer, metric)
+        plain_mean = _mean_replicates(rep, part["base"], scorer, metric)
+        change = mean - plain_mean if mean is not None else None
+        out.append({"system_type": system_type, "strategy": strategy, "benchmark": bench,
+                    "scorer": scorer, "metric": metric, "category": category,
+                    "value": part["value"].mean(), **dict(zip(("low", "high"), _bounds(mean))),
+                    "change": part["change"].mean(),
+                    **dict(zip(("change_low", "change_high"), _bounds(change))),
+                    "systems": part["base"].nunique()})
+    out = pd.DataFrame(out, columns=columns)
     out["order"] = [(_type_order(t), STRATEGIES.index(s) if s in STRATEGIES else 9)
                     for t, s in zip(out["system_type"], out["strategy"])]
     return out.sort_values(["benchmark", "metric", "category", "order"]).drop(columns="order") \

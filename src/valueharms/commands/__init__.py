@@ -90,3 +90,24 @@ def _flag_type(annotation) -> tuple[type, tuple | None, bool]:
 
 def _show(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """``--model-arg KEY=VALUE`` (repeatable): loading options for every model-loading command."""
+    parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                        dest="model_arg",
+                        help="model loading option, repeatable; hf: revision, dtype, "
+                             "trust_remote_code, device_map, attn_implementation, gguf_file, "
+                             "quantization (4bit|8bit, bitsandbytes); vllm: revision, dtype, "
+                             "trust_remote_code, tensor_parallel_size, max_model_len, "
+                             "gpu_memory_utilization, max_loras, max_lora_rank, max_cpu_loras, "
+                             "enforce_eager. MODEL@REVISION also pins a revision")
+
+
+def model_options(args: argparse.Namespace, backend: str = "hf") -> tuple[str | None, dict]:
+    """(model, checked model args) from ``--model`` and ``--model-arg``."""
+    from .. import models
+
+    model, margs = models.split_revision(getattr(args, "model", None),
+                                         models.parse_model_args(args.model_arg))
+    return model, models.check_model_args(backend, margs)

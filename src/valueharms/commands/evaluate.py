@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..align.check import INSTRUMENTS, METHODS
 from ..errors import InputError
-from . import add_data_dir, add_subcommands, positive
+from . import add_data_dir, add_model_args, add_subcommands, model_options, positive
 
 
 def register(sub) -> None:
@@ -17,8 +17,9 @@ def register(sub) -> None:
     a.add_argument("--model", default=None, help="Hugging Face id or path (default: the embedded "
                                                  "model)")
     how = a.add_mutually_exclusive_group()
-    how.add_argument("--adapter", default=None, metavar="DIR",
-                     help="a LoRA directory, e.g. the stage2/ of `train vim`")
+    how.add_argument("--adapter", default=None, metavar="PATH_OR_HUB_ID",
+                     help="a LoRA folder (e.g. the stage2/ of `train vim`) or a Hugging Face "
+                          "Hub id org/name[@revision], downloaded on first use")
     how.add_argument("--prompting", default=None, metavar="TARGET",
                      help="state this target's profile in the prompt instead (the ICL baseline)")
     a.add_argument("--target", default=None, metavar="NAME[,NAME...]",
@@ -44,6 +45,7 @@ def register(sub) -> None:
     a.add_argument("--batch-size", type=positive(), default=8)
     a.add_argument("--form", choices=("auto", "chat", "base"), default="auto")
     a.add_argument("--device", default=None)
+    add_model_args(a)
     a.add_argument("--out", default=None, metavar="DIR",
                    help="write alignment.csv, measured_profiles.csv and answers.jsonl here")
     add_data_dir(a)
@@ -51,33 +53,33 @@ def register(sub) -> None:
 
 
 def _alignment(args: argparse.Namespace) -> int:
-    from .. import targets
+    from .. import models, targets
     from ..align import check
     from ..generate import make_backend
 
     if not (args.target or args.prompting):
         raise InputError("--target: name the profile to compare with")
-    if args.adapter and not (Path(args.adapter) / "adapter_config.json").is_file():
-        raise InputError(f"--adapter {args.adapter}: no adapter_config.json (not a PEFT LoRA "
-                         f"directory)")
+    model, model_args = model_options(args)
+    adapter = models.fetch_adapter(args.adapter) if args.adapter else None
     extra = targets.read_profiles(args.profiles) if args.profiles else []
     names = [n for n in (args.target or args.prompting).split(",") if n]
     compared = [targets.find(n, args.data_dir, extra) for n in names]
     persona = targets.find(args.prompting, args.data_dir, extra) if args.prompting else None
+    label = Path(args.adapter.partition("@")[0]).name if args.adapter else None
     subject = check.Subject(f"prompt:{persona.name}" if persona else
-                            f"adapter:{Path(args.adapter).name}" if args.adapter else "vanilla",
-                            adapter=args.adapter, persona=persona)
+                            f"adapter:{label}" if adapter else "vanilla",
+                            adapter=adapter, persona=persona)
     # Bad instrument files fail here, before the model loads.
     check.instrument_items(args.instrument, compared[0], args.data_dir, args.limit,
                            args.train_limit)
-    backend = make_backend("hf", args.model, batch_size=args.batch_size, device=args.device,
-                           form=args.form)
-    if args.adapter:
-        backend.load_adapters([args.adapter])
+    backend = make_backend("hf", model, batch_size=args.batch_size, device=args.device,
+                           form=args.form, model_args=model_args)
+    if adapter:
+        backend.load_adapters([adapter])
     result = check.run_check(backend, [subject], compared, instrument=args.instrument,
                              method=args.method, data_dir=args.data_dir, limit=args.limit,
                              train_limit=args.train_limit, form=args.form,
-                             trained_on={subject.key: compared[0]} if args.adapter else None)
+                             trained_on={subject.key: compared[0]} if adapter else None)
     print("\n\n".join(check.describe(row) for row in result.rows))
     if args.out:
         check.write(result, args.out)

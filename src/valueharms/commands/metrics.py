@@ -6,7 +6,7 @@ import sys
 
 from .. import analyze
 from ..analyze import bias
-from ..analyze.metrics import compute_metrics, load_scores
+from ..analyze.metrics import load_scores, measure
 from ..errors import InputError
 from . import add_data_dir
 
@@ -51,8 +51,9 @@ def _run(args: argparse.Namespace) -> int:
     scores = load_scores(args.inputs)
     if "0.5" in bias.check_baselines(args.baseline):
         print(f"note: {bias.PARITY_NOTE}", file=sys.stderr)
-    table = compute_metrics(scores, args.baseline, resamples=args.resamples, seed=args.seed)
-    result = analyze.analyse(table, args.data_dir, profiles)
+    found = measure(scores, args.baseline, resamples=args.resamples, seed=args.seed)
+    table = found.table
+    result = analyze.analyse(table, args.data_dir, profiles, found.units, args.seed)
     written = analyze.write(result, args.out)
     print(f"{len(scores)} scores, {table['system'].nunique()} systems, {len(table)} metric rows "
           f"-> {len(written)} files in {args.out}")

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from ..analyze.samples import samples_table
 from ..report import build_report
 from .metrics import add_analysis_options, check, user_profiles
 
@@ -22,8 +24,13 @@ def register(sub) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     check(args)
+    source = Path(args.source)
+    scores = source.is_dir() and not any((source / name).is_file()
+                                         for name in ("metrics.parquet", "metrics.csv"))
+    # From score files, the report also gets the per-sample table (samples.parquet beside it).
+    samples = samples_table(source, args.data_dir, user_profiles(args)) if scores else None
     path = build_report(args.source, args.out, baseline=args.baseline, data_dir=args.data_dir,
                         measured=args.measured, profiles=user_profiles(args),
-                        resamples=args.resamples, seed=args.seed)
+                        resamples=args.resamples, seed=args.seed, samples=samples)
     print(path)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import BENIGN_DATASETS
-from . import add_data_dir, add_options, add_subcommands, options_from
+from . import add_data_dir, add_model_args, add_options, add_subcommands, model_options, options_from
 
 
 def register(sub) -> None:
@@ -37,38 +37,49 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="Hugging Face id or path of a causal LM (default: the embedded model)")
     p.add_argument("--out", required=True, help="output directory for the adapter(s)")
     p.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
+    add_model_args(p)
     add_data_dir(p)
 
 
-def _model(name: str | None) -> str | None:
-    """``name`` once it is known to resolve (the embedded model is built here if needed)."""
+def _model(args: argparse.Namespace) -> tuple[str | None, dict]:
+    """(model, model args) once the model is known to resolve (the embedded model is built
+    here if needed)."""
     from .. import models
 
-    models.resolve(name)
-    return name
+    name, model_args = model_options(args)
+    models.loading_kwargs("hf", model_args)  # a bad dtype or missing bitsandbytes fails here
+    models.resolve(name, model_args)
+    return name, model_args
 
 
 def _vim(args: argparse.Namespace) -> int:
     from .. import targets
-    from ..align.trainer import run_vim
-    from ..config import VimOptions
+    from ..align.trainer import train_vim
+    from ..config import VimOptions, train_config
 
     options = options_from(args, VimOptions)
+    config = train_config(options, seed=args.seed)
+    model, model_args = _model(args)
     profile = targets.find(args.target, args.data_dir)
-    result = run_vim(_model(args.model), profile, args.out, options, seed=args.seed,
-                     data_dir=args.data_dir)
+    result = train_vim(model, profile, args.out, config, data_dir=args.data_dir,
+                       limit=options.limit, threshold=options.threshold,
+                       strategy=options.strategy, seed=args.seed, model_args=model_args)
     print(f"stage 1 -> {result.stage1.adapter_dir}\nstage 2 -> {result.stage2.adapter_dir}\n"
           f"manifest -> {result.manifest_path}")
     return 0
 
 
 def _benign(args: argparse.Namespace) -> int:
-    from ..align.trainer import run_benign
-    from ..config import BenignOptions
+    from ..align import benign
+    from ..align.trainer import train_lora
+    from ..config import BenignOptions, train_config
 
     options = options_from(args, BenignOptions)
-    result = run_benign(_model(args.model), args.dataset, args.out, options, seed=args.seed,
-                        data_dir=args.data_dir, data_file=args.data_file,
-                        exclude_categories=args.exclude_categories)
+    config = train_config(options, seed=args.seed)
+    model, model_args = _model(args)
+    data = benign.load(args.dataset, data_file=args.data_file, data_dir=args.data_dir,
+                       exclude_categories=args.exclude_categories, limit=options.limit)
+    result = train_lora(model, data.train, data.valid, args.out, config, model_args=model_args,
+                        notes=[f"benign data set {args.dataset} from {data.source}"])
     print(f"adapter -> {result.adapter_dir}\nmanifest -> {result.manifest_path}")
     return 0

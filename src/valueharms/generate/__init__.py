@@ -32,12 +32,14 @@ class GenRequest:
     decoding: Decoding
     seed: int
     adapter: str | None = None  # LoRA directory; None = the base model
+    served_model: str | None = None  # openai: the endpoint's name for this system's model
 
 
 @dataclass(frozen=True)
 class GenResult:
     text: str | None  # None when the request failed
     error: str | None = None
+    provenance: dict | None = None  # what the server said made it (model, system_fingerprint)
 
     @property
     def ok(self) -> bool:
@@ -51,6 +53,10 @@ class Backend(Protocol):
     # True when a row's text does not depend on the other rows of its call. When False the
     # runner always repeats a planned batch whole, so a resumed run sees the same numerics.
     rows_independent: bool
+    provenance: dict  # backend, model identity (commit or content hash), dtype, device
+    # True when an endpoint serves each adapter: system under its own model name (the system's
+    # name) instead of loading adapter folders.
+    serves_by_name: bool
 
     def prompt(self, system: System, item: BenchmarkItem, profile: Profile | None) -> str:
         """The exact text this backend sends for ``item`` under ``system``."""

@@ -103,16 +103,20 @@ class HFBackend:
     """Generate with transformers; LoRA adapters are loaded once, by directory, on first use."""
 
     rows_independent = False
+    serves_by_name = False
 
     def __init__(self, model: str | None = None, *, device: str | None = None,
-                 dtype: str | None = None, batch_size: int = 8, form: str = "auto",
-                 model_name: str | None = None, token_budget: int | None = TOKEN_BUDGET,
-                 prefix_cache: bool = True):
+                 model_args: dict[str, Any] | None = None, batch_size: int = 8,
+                 form: str = "auto", model_name: str | None = None,
+                 token_budget: int | None = TOKEN_BUDGET, prefix_cache: bool = True):
         if batch_size < 1:
             raise InputError(f"--batch-size {batch_size}: must be at least 1")
         if token_budget is not None and token_budget < 1:
             raise InputError(f"token_budget {token_budget}: must be at least 1")
-        self.lm, self.tokenizer = models.load_model(model, device, dtype)
+        model, model_args = models.split_revision(model, model_args)
+        self.model_args = models.check_model_args("hf", model_args)
+        self.lm, self.tokenizer = models.load_model(model, device, self.model_args)
+        self.provenance = models.loaded_provenance("hf", model, self.model_args, self.lm)
         self.tokenizer.padding_side = "left"  # decoder-only: new tokens follow the prompt
         self.device = self.lm.device
         self.batch_size = batch_size

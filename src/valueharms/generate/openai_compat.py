@@ -1,7 +1,7 @@
 """Any OpenAI-compatible endpoint (OpenAI, vLLM's server, llama.cpp, ...) with the official client.
 
 Requests run concurrently on a bounded thread pool and go through the toolkit's one retrying,
-rate-limited client (:mod:`valueharms.remote`): 429, 5xx, timeouts and broken bodies are
+rate-limited client (:mod:`valueharms.score.client`): 429, 5xx, timeouts and broken bodies are
 retried with exponential backoff (``Retry-After`` honoured); a request that never succeeds comes
 back as a failed :class:`GenResult`, which the runner records as failed, never as text.
 
@@ -13,21 +13,22 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from .. import prompts
 from ..errors import InputError
 from ..records import BenchmarkItem, System
-from ..remote import OPENAI_URL, Failed, Policy, RateLimiter, Stats, Transient, call, openai_fault
+from ..remote import Failed, Permanent, Policy, RateLimiter, Stats, Transient, call
 from ..values import Profile
 from . import GenRequest, GenResult, truncate_at_stop
 
 MODES = ("chat", "completions")
+OPENAI_URL = "https://api.openai.com/v1"
 
 
 class OpenAIBackend:
     rows_independent = True  # each request is its own HTTP call
     token_budget = None  # batch_size alone caps a call
+    serves_by_name = True  # `vllm serve --lora-modules NAME=PATH`: ask for model NAME
 
     def __init__(self, model: str | None, *, base_url: str | None = None, mode: str = "chat",
                  api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8, qps: float = 5.0,
@@ -58,6 +59,8 @@ class OpenAIBackend:
         # Retries are the shared client's (paced, counted), so the openai client makes none.
         self.client = openai.OpenAI(base_url=self.base_url, api_key=key or "no-key",
                                     max_retries=0, timeout=timeout)
+        self.provenance = {"backend": "openai", "base_url": self.base_url,
+                           "model": {"id": model}, "mode": mode}
 
     def prompt(self, system: System, item: BenchmarkItem, profile: Profile | None) -> str:
         if self.mode == "chat":
@@ -69,9 +72,9 @@ class OpenAIBackend:
 
     def load_adapters(self, paths: list[str]) -> None:
         if paths:
-            raise InputError(f"--backend openai: serves the endpoint's model only; adapter "
-                             f"{paths[0]} needs --backend hf or vllm (or serve it and name it "
-                             f"with --model)")
+            raise InputError(f"--backend openai: loads no adapter folders; adapter {paths[0]} "
+                             f"needs --backend hf or vllm, or serve it and name the system "
+                             f"adapter:<served name>=<path>")
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
@@ -79,15 +82,19 @@ class OpenAIBackend:
 
     def _one(self, request: GenRequest) -> GenResult:
         try:
-            text = call(lambda: self._request(request), self.policy, self.limiter, self.stats,
-                        secrets=(self._key,))
+            text, served = call(lambda: self._request(request), self.policy, self.limiter,
+                                self.stats, secrets=(self._key,))
         except Failed as exc:
             return GenResult(None, f"{exc} ({exc.attempts} attempts)")
-        return GenResult(truncate_at_stop(text, request.decoding.stop))
+        return GenResult(truncate_at_stop(text, request.decoding.stop), provenance=served)
 
-    def _request(self, request: GenRequest) -> str:
+    def _request(self, request: GenRequest) -> tuple[str, dict]:
+        """The reply's text, and the model name and system_fingerprint the server returned."""
+        import openai
+
         d = request.decoding
-        common: dict[str, Any] = dict(model=self.model, temperature=d.temperature, top_p=d.top_p,
+        common = dict(model=request.served_model or self.model, temperature=d.temperature,
+                      top_p=d.top_p,
                       max_tokens=d.max_new_tokens, seed=request.seed % 2 ** 31,
                       stop=list(d.stop) or None)
         if d.repetition_penalty != 1.0:  # not an OpenAI parameter; vLLM's server reads it
@@ -102,11 +109,22 @@ class OpenAIBackend:
                 reply = self.client.completions.create(prompt=request.prompt, **common)
                 choices = getattr(reply, "choices", None)
                 text = choices[0].text if choices else None
-        except Exception as exc:
-            fault = openai_fault(exc)
-            if fault is None:
-                raise
-            raise fault from None
+        except openai.APIStatusError as exc:
+            message = f"HTTP {exc.status_code}: {' '.join(str(exc.message).split())[:300]}"
+            if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
+                raise Transient(message, retry_after=_retry_after(exc.response)) from None
+            raise Permanent(message) from None
+        except (openai.APIConnectionError, openai.APIResponseValidationError, ValueError) as exc:
+            # APITimeoutError is an APIConnectionError; a broken JSON body is a ValueError.
+            raise Transient(f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
         if not isinstance(text, str):
             raise Transient(f"reply without text: {str(reply)[:200]}")
-        return text
+        return text, {"served_model": getattr(reply, "model", None),
+                      "system_fingerprint": getattr(reply, "system_fingerprint", None)}
+
+
+def _retry_after(response) -> float | None:
+    try:
+        return float(response.headers.get("retry-after"))
+    except (AttributeError, TypeError, ValueError):
+        return None

@@ -20,19 +20,20 @@ to the output; it goes to ``<out>.failed.jsonl`` with its error and is retried b
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from .. import benchmarks, profile, targets
+from .. import benchmarks, models, profile, provenance, targets
 from ..config import BackendOptions, BenchmarkOptions
 from ..errors import InputError
 from ..files import JsonlAppender
 from ..records import BenchmarkItem, Decoding, Generation, System, to_json
+from ..systems import SystemKey
 from ..values import Profile
-from . import Backend, GenRequest, row_seed
+from . import Backend, GenRequest, GenResult, row_seed
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,15 @@ def plan_rows(systems: list[System], items: list[BenchmarkItem], backend: Backen
     rows: list[Row] = []
     for system in systems:
         profile = _profile(system, profiles, data_dir)
+        served = _served_name(system, backend)
+        adapter = None if served else system.adapter
         for item in items:
             prompt = backend.prompt(system, item, profile)
             arm = benchmarks.stops_for(stops, system.kind, item.benchmark, decoding)
             for sample in range(decoding.samples):
                 seed = row_seed(decoding.seed, system.key, item.benchmark, item.id, sample)
-                rows.append(Row(system, item, sample, GenRequest(prompt, arm, seed, system.adapter)))
+                rows.append(Row(system, item, sample,
+                                GenRequest(prompt, arm, seed, adapter, served)))
     lengths = {p: backend.prompt_length(p) for p in {r.request.prompt for r in rows}}
     order = sorted(range(len(rows)), key=lambda i: (-lengths[rows[i].request.prompt], i))
     size, budget = max(1, backend.batch_size), backend.token_budget
@@ -104,6 +108,23 @@ def plan_rows(systems: list[System], items: list[BenchmarkItem], backend: Backen
     return batches
 
 
+def _served_name(system: System, backend: Backend) -> str | None:
+    """The endpoint's model name for an ``adapter:NAME=...`` system when the backend serves
+    adapters by name (openai); None otherwise."""
+    if system.kind != "adapter" or not backend.serves_by_name:
+        return None
+    return SystemKey.parse(system.key).arg
+
+
+def fetch_adapters(systems: list[System], backend: Backend) -> list[System]:
+    """``adapter:`` systems with their Hub ids downloaded (local folders as given), for a
+    backend that loads adapter folders."""
+    if backend.serves_by_name:
+        return systems
+    return [replace(s, adapter=models.fetch_adapter(s.adapter)) if s.kind == "adapter" and
+            s.adapter else s for s in systems]
+
+
 def _profile(system: System, profiles: dict[str, Profile] | None,
              data_dir: str | None) -> Profile | None:
     if system.kind != "prompt":
@@ -113,13 +134,16 @@ def _profile(system: System, profiles: dict[str, Profile] | None,
     return targets.find(str(system.target), data_dir)
 
 
-def record(row: Row, text: str, model: str) -> dict:
-    """The Generation record of a row's answer ``text``."""
+def record(row: Row, result: GenResult, backend: Backend, origin: dict) -> dict:
+    """The Generation line; ``origin``: what every row of this run shares (model, code)."""
+    origin = {**origin, "adapter_sha256": provenance.adapter_sha256(row.system.adapter),
+              **(result.provenance or {})}
     return to_json(Generation(system=row.system.key, benchmark=row.item.benchmark,
                               prompt_id=row.item.id, sample=row.sample, prompt=row.request.prompt,
-                              text=text, model=model, decoding=row.request.decoding.as_dict(),
-                              category=row.item.category,
-                              meta={**row.item.meta, "item_text": row.item.text}))
+                              text=result.text, model=backend.model,
+                              decoding=row.request.decoding.as_dict(), category=row.item.category,
+                              meta={**row.item.meta, "item_text": row.item.text},
+                              provenance=origin))
 
 
 def _done_keys(appender: JsonlAppender, planned: dict[tuple, Row], model: str) -> set[tuple]:
@@ -148,19 +172,27 @@ def _done_keys(appender: JsonlAppender, planned: dict[tuple, Row], model: str) -
 def generate(systems: list[System], items: list[BenchmarkItem], backend: Backend,
              out_file: str | os.PathLike, *, decoding: Decoding,
              profiles: dict[str, Profile] | None = None, data_dir: str | None = None,
-             progress: bool = True, stops: str = "benchmark") -> Summary:
-    """Generate every missing (system, item, sample) of the plan into ``out_file``."""
+             progress: bool = True, stops: str = "benchmark",
+             origin: dict | None = None) -> Summary:
+    """Generate every missing (system, item, sample) of the plan into ``out_file``.
+
+    Each record's ``provenance`` holds the backend's (model commit or hash, dtype, device),
+    the code and package versions, ``origin`` (e.g. the study file's hash) and the adapter's
+    content hash."""
+    systems = fetch_adapters(systems, backend)
     timer = profile.current()
     with timer.span("prompts"):  # building and tokenising every prompt
         batches = plan_rows(systems, items, backend, decoding, profiles, data_dir, stops)
     planned = {row.key: row for batch in batches for row in batch}
     with timer.span("adapters"):
-        backend.load_adapters(sorted({s.adapter for s in systems if s.adapter}))
+        backend.load_adapters(sorted({r.request.adapter for r in planned.values()
+                                      if r.request.adapter}))
     fail_file = failures_path(out_file)
     fresh = not Path(out_file).exists()
     try:
+        shared = {**backend.provenance, **provenance.environment(), **(origin or {})}
         return _run(batches, planned, backend, out_file, fail_file, progress,
-                    items[0].benchmark if items else "")
+                    items[0].benchmark if items else "", shared)
     except BaseException:
         # A run that stops before its first line leaves no empty file behind.
         if fresh and Path(out_file).exists() and Path(out_file).stat().st_size == 0:
@@ -169,7 +201,8 @@ def generate(systems: list[System], items: list[BenchmarkItem], backend: Backend
 
 
 def _run(batches: list[list[Row]], planned: dict[tuple, Row], backend: Backend,
-         out_file: str | os.PathLike, fail_file: Path, progress: bool, label: str) -> Summary:
+         out_file: str | os.PathLike, fail_file: Path, progress: bool, label: str,
+         origin: dict) -> Summary:
     with JsonlAppender(out_file, lock=True) as out:  # a second writer waits
         done = _done_keys(out, planned, backend.model)
         already = len(done)
@@ -188,8 +221,8 @@ def _run(batches: list[list[Row]], planned: dict[tuple, Row], backend: Backend,
                 lines, failures = [], []
                 for row in todo:
                     result = results[row.key]
-                    if result.text is not None:
-                        lines.append(record(row, result.text, backend.model))
+                    if result.ok:
+                        lines.append(record(row, result, backend, origin))
                     else:
                         failures.append({"system": row.system.key, "benchmark": row.item.benchmark,
                                          "prompt_id": row.item.id, "sample": row.sample,

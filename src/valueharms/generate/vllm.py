@@ -72,31 +72,57 @@ def engine_requests(requests: list[GenRequest], table: LoraTable
     return [(r.prompt, sampling_kwargs(r.decoding, r.seed), table.get(r.adapter)) for r in requests]
 
 
+# The engine settings valueharms chooses unless a model arg says otherwise.
+# Prefix caching: the chat system prompt and a persona block are computed once; vLLM keys
+# cached blocks by LoRA too, so an adapter never reuses another's KV.
+ENGINE_DEFAULTS = {"enable_lora": True, "max_loras": 8, "max_lora_rank": 64,
+                   "gpu_memory_utilization": 0.85, "dtype": "auto", "enable_prefix_caching": True}
+
+
+def engine_kwargs(model_args: dict[str, Any]) -> dict[str, Any]:
+    """``vllm.LLM`` keyword arguments: the defaults above, overridden by the model args."""
+    return {**ENGINE_DEFAULTS, **model_args}
+
+
+def _engine_dtype(engine, asked: str) -> str:
+    """The dtype the engine settled on (``auto`` resolves to the checkpoint's)."""
+    try:
+        return str(engine.llm_engine.model_config.dtype).removeprefix("torch.")
+    except AttributeError:  # vLLM moved it: record what was asked for
+        return asked
+
+
+def _engine_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 class VLLMBackend:
     rows_independent = True  # per-request seeds; vLLM batches dynamically anyway
     token_budget = None  # batch_size alone caps a call
+    serves_by_name = False
 
     def __init__(self, model: str | None = None, *, batch_size: int = 256, form: str = "auto",
-                 max_loras: int = 8, max_lora_rank: int = 64, gpu_memory_utilization: float = 0.85,
-                 dtype: str = "auto", model_name: str | None = None):
+                 model_args: dict[str, Any] | None = None, model_name: str | None = None):
         try:
             import vllm
         except ImportError:
             raise InputError("--backend vllm: vLLM is not installed (pip install "
                              "'valueharms[vllm]', on a machine with a GPU)") from None
         self._vllm = vllm
-        path = models.resolve(model)
-        # Prefix caching: the chat system prompt and a persona block are computed once; vLLM
-        # keys cached blocks by LoRA too, so an adapter never reuses another's KV.
-        self.engine = vllm.LLM(model=path, enable_lora=True, max_loras=max_loras,
-                               max_lora_rank=max_lora_rank, dtype=dtype,
-                               enable_prefix_caching=True,
-                               gpu_memory_utilization=gpu_memory_utilization)
+        model, model_args = models.split_revision(model, model_args)
+        self.model_args = models.check_model_args("vllm", model_args)
+        engine = engine_kwargs(models.loading_kwargs("vllm", self.model_args))
+        self.max_lora_rank = engine["max_lora_rank"]
+        self.engine = vllm.LLM(model=models.resolve(model), **engine)
+        self.provenance = models.loaded_provenance(
+            "vllm", model, self.model_args, dtype=_engine_dtype(self.engine, engine["dtype"]),
+            device=_engine_device())
         self.tokenizer = self.engine.get_tokenizer()
         self.model = model_name or model or models.DEFAULT_MODEL
         self.batch_size = batch_size
         self.form = form
-        self.max_lora_rank = max_lora_rank
         self.loras = LoraTable()
 
     def prompt(self, system: System, item: BenchmarkItem, profile: Profile | None) -> str:

@@ -24,10 +24,12 @@ import pandas as pd  # noqa: E402
 from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 
 from .. import analyze  # noqa: E402
-from ..analyze import bias, tables  # noqa: E402
+from ..analyze import bias, intervals, stats, tables  # noqa: E402
 from ..analyze import metrics as metrics_mod
+from ..analyze import samples as samples_mod  # noqa: E402
 from ..errors import InputError  # noqa: E402
 from ..values import VALUES, Profile  # noqa: E402
+from . import browser  # noqa: E402
 
 MEASURED_FILE = "measured_profiles.csv"  # found anywhere under the source directory
 MAX_PANELS = 12  # per-system pictures switch to system types beyond this many systems
@@ -58,19 +60,25 @@ class Section:
 # ----------------------------------------------------------------------------- inputs
 
 def load_metrics(source: str | os.PathLike, baseline: str | Sequence[str] = "background", *,
-                 resamples: int = bias.RESAMPLES, seed: int = 0) -> pd.DataFrame:
-    """The long metrics table: read it if ``source`` has one, else compute it from score files."""
+                 resamples: int = bias.RESAMPLES, seed: int = 0) -> metrics_mod.Measured:
+    """The metrics and their units: read them if ``source`` has a metrics table (the units
+    from ``units.parquet`` beside it, when there), else compute them from score files."""
     source = Path(source)
     for name in ("metrics.parquet", "metrics.csv"):
         path = source / name if source.is_dir() else source
         if path.name == name and path.is_file():
             frame = pd.read_parquet(path) if name.endswith("parquet") else pd.read_csv(path)
-            missing = [c for c in metrics_mod.COLUMNS if c not in frame]
+            missing = [c for c in metrics_mod.COLUMNS if c not in frame and c not in ("low", "high")]
             if missing:
                 raise InputError(f"{path}: column '{missing[0]}': missing (not a metrics table)")
-            return frame
+            units_file = path.with_name(analyze.UNITS_FILE)
+            units = pd.read_parquet(units_file) if units_file.is_file() else \
+                pd.DataFrame(columns=list(metrics_mod.UNIT_COLUMNS))
+            if "low" not in frame:  # a table from before the intervals
+                frame = intervals.add_intervals(frame, units, seed)
+            return metrics_mod.Measured(frame, units)
     scores = metrics_mod.load_scores([source])
-    return metrics_mod.compute_metrics(scores, baseline, resamples=resamples, seed=seed)
+    return metrics_mod.measure(scores, baseline, resamples=resamples, seed=seed)
 
 
 def read_measured(paths: list[Path]) -> dict[str, Profile]:
@@ -185,24 +193,37 @@ def profile_lines(profiles: dict[str, Profile], systems: pd.DataFrame,
     return Figure("profiles", "target and measured value profiles", caption + ".", _png(fig))
 
 
-def mitigation_bars(mitigation: pd.DataFrame) -> Figure:
-    """Each headline metric (category all) by system type and mitigation strategy."""
+def mitigation_bars(mitigation: pd.DataFrame) -> list[Figure]:
+    """One figure per benchmark: its headline metrics (category all) by system type and
+    mitigation strategy, with the 95 % intervals as error bars."""
     rows = mitigation[mitigation["category"] == "all"]
-    groups = list(rows.groupby(["benchmark", "metric", "scorer"], sort=True))
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.6), squeeze=False)
     colours = dict(zip(tables.STRATEGIES, ("#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")))
-    for ax, ((bench, metric, scorer), part) in zip(axes.flat, groups):
-        wide = part.pivot_table(index="system_type", columns="strategy", values="value")
-        wide = wide[[s for s in tables.STRATEGIES if s in wide.columns]]
-        width = 0.8 / wide.shape[1]
-        for k, strategy in enumerate(wide.columns):
-            ax.bar(np.arange(len(wide)) + k * width, wide[strategy], width, label=strategy,
-                   color=colours.get(strategy))
-        ax.set_xticks(np.arange(len(wide)) + 0.4 - width / 2, wide.index, fontsize=8)
-        ax.set_title(tables.label(bench, metric, scorer), fontsize=8)
-        ax.legend(fontsize=7)
-    return Figure("mitigation", "mitigation effect", "Headline metrics by mitigation strategy "
-                  "(none = input only); the change from none is in the table below.", _png(fig))
+    out = []
+    for k, (bench, part) in enumerate(rows.groupby("benchmark", sort=True)):
+        groups = list(part.groupby(["metric", "scorer"], sort=False))
+        fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4.2), squeeze=False)
+        for ax, ((metric, scorer), group) in zip(axes.flat, groups):
+            wide = group.pivot_table(index="system_type", columns="strategy", values="value")
+            low = group.pivot_table(index="system_type", columns="strategy", values="low")
+            high = group.pivot_table(index="system_type", columns="strategy", values="high")
+            strategies = [s for s in tables.STRATEGIES if s in wide.columns]
+            width = 0.8 / len(strategies)
+            for j, strategy in enumerate(strategies):
+                err = np.vstack([wide[strategy] - low.get(strategy, wide[strategy]),
+                                 high.get(strategy, wide[strategy]) - wide[strategy]])
+                ax.bar(np.arange(len(wide)) + j * width, wide[strategy], width, label=strategy,
+                       color=colours.get(strategy), yerr=np.nan_to_num(err), capsize=3)
+            ax.set_xticks(np.arange(len(wide)) + 0.4 - width / 2, wide.index, fontsize=9)
+            ax.set_ylabel(metric, fontsize=9)
+            ax.set_title(tables.label(bench, metric, scorer), fontsize=10)
+            ax.legend(fontsize=8, title="mitigation", title_fontsize=8)
+        fig.tight_layout()
+        out.append(Figure(f"mitigation-{k}", f"Bar chart: {bench} headline metrics per system "
+                          "type and mitigation strategy, with 95 % interval error bars",
+                          f"{bench}: headline metrics by mitigation strategy (none = input "
+                          "only), error bars the 95 % bootstrap intervals; the change from none "
+                          "is in the table below.", _png(fig)))
+    return out
 
 
 # ----------------------------------------------------------------------------- document
@@ -211,6 +232,38 @@ def _fmt(value) -> str:
     if isinstance(value, (float, np.floating)):
         return "" if np.isnan(value) else f"{value:.4g}"
     return str(value)
+
+
+def _ci(value: float, low: float, high: float, sign: str = "") -> str:
+    """``value [low, high]``, or the bare value when it has no interval."""
+    if pd.isna(value):
+        return ""
+    if pd.isna(low) or pd.isna(high):
+        return f"{value:{sign}.3g}"
+    return f"{value:{sign}.3g} [{low:{sign}.3g}, {high:{sign}.3g}]"
+
+
+def comparison_cells(long: pd.DataFrame, what: str) -> pd.DataFrame:
+    """The comparison table as ``value [low, high]`` cells (``what``: value or difference)."""
+    rows = long if what == "value" else long[long["difference"].notna()]
+    sign = "" if what == "value" else "+"
+    cells = rows.assign(cell=[_ci(v, lo, hi, sign) for v, lo, hi in
+                              zip(rows[what], rows[f"{what}_low" if what != "value" else "low"],
+                                  rows[f"{what}_high" if what != "value" else "high"])])
+    wide = cells.pivot(index="system_type", columns="label", values="cell")
+    order = list(dict.fromkeys(cells["system_type"]))
+    labels = list(dict.fromkeys(cells["label"]))
+    systems = cells.drop_duplicates("system_type").set_index("system_type")["systems"]
+    return wide.reindex(index=order, columns=labels).fillna("") \
+        .assign(systems=systems).reset_index()[["system_type", "systems", *labels]]
+
+
+def mitigation_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """The mitigation table (category all) with ``value [low, high]`` cells."""
+    return table.assign(
+        value=[_ci(*t) for t in zip(table["value"], table["low"], table["high"])],
+        change=[_ci(*t, "+") for t in zip(table["change"], table["change_low"], table["change_high"])]
+    )[["system_type", "strategy", "benchmark", "scorer", "metric", "value", "change", "systems"]]
 
 
 def _html(frame: pd.DataFrame) -> str:
@@ -228,30 +281,55 @@ def _markdown(frame: pd.DataFrame) -> str:
 def sections(result: analyze.Analysis, measured: dict[str, Profile]) -> list[Section]:
     """The report's sections (tables and pictures) from the analysis."""
     m = result.metrics
+    intervals_note = ("Cells: value [95 % bootstrap interval], resampling prompts (a prompt's "
+                      "samples stay together; the bias score resamples its (axis, descriptor) "
+                      "groups); the systems and targets are held fixed. ")
+    if result.comparison_intervals.empty:
+        comparison = [{"title": "", "frame": result.comparison}]
+        intervals_note = "No intervals: the metrics table came without units.parquet. "
+    else:
+        comparison = [{"title": "", "frame": comparison_cells(result.comparison_intervals, "value")},
+                      {"title": "Difference from vanilla (paired over prompts)",
+                       "frame": comparison_cells(result.comparison_intervals, "difference")}]
     out = [Section("comparison", "Comparison by system type",
                    "Mean over the systems of each type without mitigation (VIM and prompting: "
                    "over their targets). Rates are fractions 0-1; every column names its scorer. "
-                   + _baseline_note(m),
-                   tables=[{"title": "", "frame": result.comparison}])]
+                   + intervals_note + _baseline_note(m), tables=comparison)]
     corr = result.correlations
     missing = ("Targets without a known profile, left out of the correlations: "
                + ", ".join(result.missing_targets) + ".") if result.missing_targets else ""
     if not corr.empty:
         methods = sorted(corr["method"].unique(), key=lambda k: k != "vim")
         sig = corr[corr["pearson_q"] < SIGNIFICANT].sort_values("pearson_q")
+        counts = corr.groupby("method")["n"].max()
+        few = [f"{meth}: {n} systems" for meth, n in counts.items() if n < stats.MIN_SYSTEMS]
+        honesty = (f"With fewer than {stats.MIN_SYSTEMS} systems no p-value is computed and "
+                   f"nothing is marked significant ({'; '.join(few)}: too few systems). "
+                   if few else "") + (
+            f"p-values: exact or random permutation tests below {stats.EXACT_BELOW} systems "
+            "(column test in correlations.csv); they assume the targets are independent draws.")
+        tables_ = [{"title": "Significant pairs (q < 0.05)", "frame": sig}]
+        family = result.family_correlations
+        if not family.empty:
+            honesty += (" The targets come in families of near neighbours, which are not "
+                        "independent: the family-level table treats each family as one unit.")
+            tables_.append({"title": "Family level (family means; r interval resamples families)",
+                            "frame": family.sort_values("family_p").head(20)})
         out.append(Section("correlations", "Values and harms",
                            "Pearson r between a target's value score and the harm per category "
                            "across aligned systems; * marks Benjamini-Hochberg q < 0.05 over the "
-                           "method's grid (Spearman in correlations.csv). " + missing,
-                           figures=[heatmap(corr, meth) for meth in methods],
-                           tables=[{"title": "Significant pairs (q < 0.05)", "frame": sig}]))
+                           "method's grid (10 values x every harm metric and category; Spearman "
+                           "in correlations.csv). " + honesty + " " + missing,
+                           figures=[heatmap(corr, meth) for meth in methods], tables=tables_))
     elif missing:
         out[0].caption += " " + missing
     if not result.versus_vanilla.empty:
         out.append(Section("versus-vanilla", "Value-aligned vs vanilla",
-                           "Per metric, the aligned systems' differences from vanilla, two-sided "
-                           "Wilcoxon signed-rank test over systems, BH q per method "
-                           "(per category in versus_vanilla.csv).",
+                           "Per metric, the aligned systems' differences from vanilla over "
+                           f"systems: no p-value below {stats.MIN_SYSTEMS} systems, a sign-flip "
+                           f"permutation test below {stats.EXACT_BELOW}, else Wilcoxon "
+                           "signed-rank (column test); they assume independent targets. BH q "
+                           "per method (per category in versus_vanilla.csv).",
                            tables=[{"title": "", "frame": result.versus_vanilla[
                                result.versus_vanilla["category"] == "all"]}]))
     cats = tables.with_systems(tables.headline_all_categories(m))
@@ -270,15 +348,44 @@ def sections(result: analyze.Analysis, measured: dict[str, Profile]) -> list[Sec
     if not result.mitigation.empty:
         table = result.mitigation[result.mitigation["category"] == "all"]
         out.append(Section("mitigation", "Mitigation", "Strategy x system type; change = mean "
-                           "paired difference from the same systems without mitigation "
-                           "(all categories in mitigation.csv).",
-                           [mitigation_bars(result.mitigation)], [{"title": "", "frame": table}]))
+                           "paired difference from the same systems without mitigation, with "
+                           "its 95 % interval (prompts resampled, paired across the systems; "
+                           "all categories in mitigation.csv).",
+                           mitigation_bars(result.mitigation),
+                           [{"title": "", "frame": mitigation_cells(table)}]))
     counts = m[m["category"] == "all"].drop_duplicates(["system", "benchmark", "scorer"])
+    status = ["n_failed", "n_unscorable", "n_unparsed"]
+    counts = counts[counts[status].sum(axis=1) > 0]
     out.append(Section("counts", "Items not scored",
                        "Generations whose score failed, could not be scored, or could not be "
-                       "parsed: excluded from every number above.",
+                       "parsed: excluded from every number above. "
+                       + ("" if len(counts) else "None: every generation has a verdict."),
                        tables=[{"title": "", "frame": counts[["system", "benchmark", "scorer",
-                                "n_failed", "n_unscorable", "n_unparsed"]]}]))
+                                *status]]}] if len(counts) else []))
+    return out
+
+
+SCALE = {"mean_harm_score": 4.0}  # a 1-5 judge score spans 4; rates and toxicity span 1
+
+
+def largest_effects(result: analyze.Analysis, count: int = 3) -> list[str]:
+    """One quotable sentence per largest difference from vanilla (on each metric's range),
+    with its n and 95 % interval."""
+    table = result.comparison_intervals
+    if table.empty:
+        return []
+    rows = table[table["difference"].notna()]
+    vanilla = table[table["system_type"] == "vanilla"].set_index("label")["value"]
+    size = rows["difference"].abs() / [SCALE.get(mt, 1.0) for mt in rows["metric"]]
+    out = []
+    for _, r in rows.loc[size.sort_values(ascending=False).index[:count]].iterrows():
+        n = result.metrics[(result.metrics["benchmark"] == r["benchmark"])
+                           & (result.metrics["metric"] == r["metric"])
+                           & (result.metrics["category"] == "all")]["n"].max()
+        out.append(f"{r['system_type']} ({r['systems']} system{'s' * (r['systems'] != 1)}) vs "
+                   f"vanilla on {r['label']}: {r['value']:.3g} vs {vanilla.get(r['label'], np.nan):.3g}, "
+                   f"difference {_ci(r['difference'], r['difference_low'], r['difference_high'], '+')} "
+                   f"(95 % bootstrap interval over {n} items, paired).")
     return out
 
 
@@ -304,11 +411,13 @@ def build_report(source: str | os.PathLike, out_dir: str | os.PathLike, *,
                  baseline: str | Sequence[str] = "background", data_dir: str | None = None,
                  measured: list[str | os.PathLike] | None = None,
                  profiles: list[Profile] | None = None, resamples: int = bias.RESAMPLES,
-                 seed: int = 0, title: str = "valueharms report") -> Path:
+                 seed: int = 0, title: str = "valueharms report",
+                 samples: pd.DataFrame | None = None) -> Path:
     """Write ``out_dir/index.html``, ``report.md``, the PNGs and the tables; return index.html.
 
     ``measured``: CSV files of measured profiles (name = system key or target, 10 values); by
     default every ``measured_profiles.csv`` under ``source``. ``profiles``: user target profiles.
+    ``samples`` (``analyze.samples.samples_table``): written beside the report as samples.parquet.
     """
     source = Path(source)
     if not source.exists():
@@ -316,8 +425,9 @@ def build_report(source: str | os.PathLike, out_dir: str | os.PathLike, *,
     measured_files = [Path(p) for p in measured] if measured is not None else (
         sorted(source.rglob(MEASURED_FILE)) if source.is_dir() else [])
     measured_profiles = read_measured(measured_files)
-    m = load_metrics(source, baseline, resamples=resamples, seed=seed)
-    result = analyze.analyse(m, data_dir, profiles)
+    found = load_metrics(source, baseline, resamples=resamples, seed=seed)
+    m = found.table
+    result = analyze.analyse(m, data_dir, profiles, found.units, seed)
     parts = sections(result, measured_profiles)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -328,14 +438,23 @@ def build_report(source: str | os.PathLike, out_dir: str | os.PathLike, *,
                 (Path(tmp) / f"{figure.id}.png").write_bytes(figure.png)
         env = Environment(loader=PackageLoader("valueharms", "report"),
                           autoescape=select_autoescape(["html"]))
-        intro = (f"{m['system'].nunique()} systems, benchmarks: "
+        models = sorted(samples["model"].dropna().unique()) if samples is not None else []
+        intro = (f"{m['system'].nunique()} systems"
+                 + (f" of {', '.join(models)}" if models else "") + ", benchmarks: "
                  f"{', '.join(sorted(m['benchmark'].unique()))}. Scorers: {_scorers(m)}.")
+        effects = largest_effects(result)
+        if samples is not None:
+            samples_mod.write_samples(samples, Path(tmp) / "samples.parquet")
         for section in parts:
             for table in section.tables:
                 table["html"] = _html(table["frame"])
-        html = env.get_template("template.html").render(title=title, intro=intro, sections=parts)
+        sample_browser = browser.browser(samples, seed=seed) if samples is not None else None
+        html = env.get_template("template.html").render(title=title, intro=intro, sections=parts,
+                                                        effects=effects, browser=sample_browser)
         (Path(tmp) / "index.html").write_text(html, encoding="utf-8")
-        (Path(tmp) / "report.md").write_text(_markdown_report(title, intro, parts), encoding="utf-8")
+        summary = intro + "".join(f"\n- {e}" for e in effects)
+        (Path(tmp) / "report.md").write_text(_markdown_report(title, summary, parts),
+                                             encoding="utf-8")
         analyze.publish(Path(tmp), out, last="index.html")
     return out / "index.html"
 

@@ -126,6 +126,20 @@ class ScoreCache:
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
 
+    def merge(self, other: str | os.PathLike) -> int:
+        """Copy the rows of another cache file that this one lacks (a Ray score step's own
+        cache, merged by the driver); returns how many were added. A missing file adds none."""
+        if not Path(other).is_file():
+            return 0
+        before = len(self)
+        self._db.execute("ATTACH DATABASE ? AS other", (str(other),))
+        try:
+            self._db.execute("INSERT OR IGNORE INTO results SELECT * FROM other.results")
+            self._db.commit()
+        finally:
+            self._db.execute("DETACH DATABASE other")
+        return len(self) - before
+
     def close(self) -> None:
         self._db.close()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from .. import chat
@@ -151,19 +152,24 @@ class OpenAIJudge(_Rubric, RemoteScorer):
         choices = getattr(reply, "choices", None)
         if not choices or choices[0].message is None:
             raise Transient(f"reply without choices: {str(reply)[:200]}")
-        return self.parse(choices[0].message.content)
+        verdict = self.parse(choices[0].message.content)
+        # The dated snapshot behind an alias ("gpt-4o") and the backend's configuration.
+        served = {"judge_model": getattr(reply, "model", None),
+                  "system_fingerprint": getattr(reply, "system_fingerprint", None)}
+        return replace(verdict, meta={**verdict.meta, **served})
 
 
 class LocalJudge(_Rubric, Scorer):
     """The same rubric and parser, answered greedily by a local instruct model."""
 
     def __init__(self, kind: str, judge_model: str | None = None, device: str | None = None,
-                 batch_size: int = 8, max_new_tokens: int = 48, rubric: str | None = None):
+                 batch_size: int = 8, max_new_tokens: int = 48, rubric: str | None = None,
+                 model_args: dict | None = None):
         from .. import models
 
         super().__init__()
         self._setup_rubric(kind, rubric)
-        self.lm, self.tokenizer = models.load_model(judge_model, device)
+        self.lm, self.tokenizer = models.load_model(judge_model, device, model_args)
         self.tokenizer.padding_side = "left"  # generation continues at the right edge
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens

@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import sources
+from .. import provenance, sources
 from ..errors import InputError
 from ..files import JsonlAppender
 from ..records import FAILED, OK, STATUSES, UNSCORABLE, Generation, Score, to_json
@@ -228,7 +228,7 @@ def _finish(entry, scorer: Scorer, cache: ScoreCache, summary: Summary, bar) -> 
         summary.statuses[verdict.status] += 1
         if verdict.status == FAILED:
             log.warning("%s %s: failed: %s", scorer.name, list(gen.key), verdict.raw)
-        scores.append(_score(gen, scorer.name, verdict))
+        scores.append(_score(gen, scorer.name, scorer.model, verdict))
     stats = scorer.stats
     if stats.requests:  # remote scorers: what the waiting is made of
         bar.set_postfix(retries=stats.retries, cooldowns=stats.cooldowns,
@@ -241,11 +241,13 @@ def _as_dict(v: Verdict) -> dict:
     return {"status": v.status, "value": v.value, "label": v.label, "raw": v.raw, "meta": v.meta}
 
 
-def _score(gen: Generation, name: str, v: Verdict) -> Score:
+def _score(gen: Generation, name: str, model: str, v: Verdict) -> Score:
     return Score(system=gen.system, benchmark=gen.benchmark, prompt_id=gen.prompt_id,
                  sample=gen.sample, scorer=name, status=v.status,
                  value=v.value if v.status == OK else None, label=v.label, raw=v.raw,
-                 category=gen.category, meta={**gen.meta, **v.meta})
+                 category=gen.category, meta={**gen.meta, **v.meta},
+                 provenance={"scorer_model": model, **provenance.environment()})
+
 
 
 def run_scorer(in_path: str | Path, out_path: str | Path, scorer_name: str,

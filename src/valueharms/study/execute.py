@@ -7,11 +7,11 @@ import sys
 import time
 from pathlib import Path
 
-from .. import profile
+from .. import profile, provenance
 from ..files import atomic_write_text, versions
 from .plan import MANIFEST, Step, outputs, plan
 from .spec import Study
-from .steps import RUNNERS
+from .steps import CACHE_FILE, RUNNERS, STEP_CACHE
 
 
 def run_step(step: Step, study: Study, progress: bool = False) -> str:
@@ -33,7 +33,9 @@ def run_step(step: Step, study: Study, progress: bool = False) -> str:
                           json.dumps({"step": step.id, **timer.summary(time.time() - start)}, indent=1))
     manifest = {"step": step.id, "kind": step.kind, "config": step.config, "deps": list(step.deps),
                 "seed": study.seed, "versions": versions(), "started": start,
-                "seconds": round(time.time() - start, 3), "outputs": outputs(out)}
+                "seconds": round(time.time() - start, 3), "outputs": outputs(out),
+                "study_sha256": provenance.file_sha256(study.path),
+                "environment": provenance.environment()}
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1, default=str))
     return step.id
 
@@ -62,31 +64,67 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+# Passed to Ray workers through the task's runtime_env (workers on other nodes do not inherit
+# the driver's environment); the values are never written to a file or a log by valueharms.
+FORWARDED_PREFIXES = ("VALUEHARMS_",)
+FORWARDED = ("HF_TOKEN", "HF_HOME", "HF_HUB_OFFLINE", "OPENAI_API_KEY", "PERSPECTIVE_API_KEY")
+
+
+def ray_env(study: Study) -> dict[str, str]:
+    """The environment variables a remote step needs: VALUEHARMS_*, the Hub token and the API
+    keys (those the study names too), as set in the driver."""
+    names = set(FORWARDED) | set(study.required_keys())
+    env = {k: v for k, v in os.environ.items()
+           if k in names or k.startswith(FORWARDED_PREFIXES)}
+    env[STEP_CACHE] = "1"
+    return env
+
+
+def step_resources(step: Step, gpus: dict[str, float], cluster_gpus: float) -> dict:
+    """Ray options for one step: its kind's GPUs (``[ray] gpus``; 1 for GPU steps by default)
+    when the cluster has GPUs, else one CPU."""
+    wanted = gpus.get(step.kind, 1 if step.gpu else 0)
+    return {"num_gpus": wanted} if wanted and cluster_gpus else {"num_cpus": 1}
+
+
 def run_ray(study: Study, address: str | None = None) -> None:
-    """The same steps as Ray tasks; training and generation ask for a GPU when there is one."""
+    """The same steps as Ray tasks. API keys and VALUEHARMS_* reach the workers through the
+    runtime_env; each score step caches into its own folder, merged into the driver's cache
+    when it finishes (SQLite must not be shared across nodes over a network file system)."""
     import ray
+
+    from ..score.cache import ScoreCache
 
     if not ray.is_initialized():
         ray.init(address=address or os.environ.get("RAY_ADDRESS"), log_to_driver=False,
                  include_dashboard=False)
-    gpus = ray.cluster_resources().get("GPU", 0)
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
     remote = ray.remote(_ray_task)
+    env = {"env_vars": ray_env(study)}
+    gpus = study.ray.gpus
     refs: dict[str, object] = {}
-    for step in plan(study):
+    steps = {step.id: step for step in plan(study)}
+    for step in steps.values():
         if step.done(study):
             continue
-        options = {"num_gpus": 1} if step.gpu and gpus else {"num_cpus": 1}
         deps = [refs[d] for d in step.deps if d in refs]
-        refs[step.id] = remote.options(name=step.id, **options).remote(step, study, *deps)
+        refs[step.id] = remote.options(name=step.id, runtime_env=env,
+                                       **step_resources(step, gpus, cluster_gpus)
+                                       ).remote(step, study, *deps)
     pending, names = list(refs.values()), {ref: sid for sid, ref in refs.items()}
-    say(f"{study.name}: {len(pending)} steps submitted to Ray ({gpus:g} GPUs in the cluster)")
-    while pending:
-        finished, pending = ray.wait(pending, num_returns=1)
-        try:
-            ray.get(finished[0])
-        except ray.exceptions.RayTaskError as exc:
-            raise exc.cause from None  # the step's own error (an InputError keeps exit code 2)
-        say(f"[{len(refs) - len(pending)}/{len(refs)}] {names[finished[0]]} done")
+    say(f"{study.name}: {len(pending)} steps submitted to Ray ({cluster_gpus:g} GPUs in the "
+        f"cluster)")
+    with ScoreCache(None) as cache:
+        while pending:
+            finished, pending = ray.wait(pending, num_returns=1)
+            try:
+                ray.get(finished[0])
+            except ray.exceptions.RayTaskError as exc:
+                raise exc.cause from None  # the step's own error (an InputError keeps exit 2)
+            step = steps[names[finished[0]]]
+            if step.kind == "score":
+                cache.merge(step.out_dir(study) / CACHE_FILE)
+            say(f"[{len(refs) - len(pending)}/{len(refs)}] {step.id} done")
 
 
 def _ray_task(step: Step, study: Study, *_deps: str) -> str:

@@ -60,6 +60,8 @@ def outputs(out: Path) -> dict[str, int]:
 def plan(study: Study) -> list[Step]:
     """All steps in an order where every step comes after its dependencies."""
     base = {"model": study.model, "seed": study.seed, "data_dir": study.data_dir}
+    if study.model_args:  # only when set, so studies without them keep their step ids
+        base["model_args"] = study.model_args
     steps: list[Step] = []
     adapters: dict[str, Step] = {}
     for method in study.methods:

@@ -49,6 +49,9 @@ class StudySection(Options):
     data_dir: str | None = Field(None, description="directory with the data files (searched "
                                  "before $VALUEHARMS_DATA, ./data and ../shared/data)")
     device: str | None = Field(None, description="hf: cpu, cuda, cuda:1 ...")
+    model_args: dict[str, Any] = Field(default_factory=dict, description="model loading "
+                                       "options, as --model-arg (e.g. dtype, revision, "
+                                       "max_loras); each backend takes the keys it knows")
 
 
 class TargetsSection(Options):
@@ -65,6 +68,17 @@ class SystemsSection(Options):
     methods: Names = Field(("vanilla",), description="vanilla, prompt, vim, benign:<dataset>")
     mitigations: Names = Field(("none",), description="none, safety, safety-strict, "
                                "value:<Value>, dual:<Value>")
+    adapters: dict[str, str] = Field(default_factory=dict, description="your own LoRA "
+                                     "adapters as systems adapter:<name>: name = local path "
+                                     "(relative to the study file) or hub id")
+
+
+class RaySection(Options):
+    """``[ray]``: resources of the Ray executor."""
+
+    gpus: dict[str, float] = Field(default_factory=dict, description="GPUs per step of a "
+                                   "kind, e.g. {train = 1, generate = 2} (default: 1 for "
+                                   "train, generate and alignment when the cluster has GPUs)")
 
 
 class StudyFile(Options):
@@ -84,6 +98,7 @@ class StudyFile(Options):
     decoding: DecodingOptions = DecodingOptions()
     generation: GenerationOptions = GenerationOptions()
     analysis: AnalysisOptions = AnalysisOptions()
+    ray: RaySection = RaySection()
 
 
 PER_TARGET = ("vim", "prompt")  # methods that give one system per target
@@ -113,6 +128,9 @@ class Study:
     generation: GenerationOptions
     analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
     models: tuple[str, ...] = ()  # [study] models: :func:`load_all` makes one study of each
+    model_args: dict[str, Any] = field(default_factory=dict)
+    adapters: dict[str, str] = field(default_factory=dict)  # name -> local path or hub id
+    ray: RaySection = field(default_factory=RaySection)
 
     def system_keys(self) -> list[str]:
         """Every system under test, mitigations included, in a stable order."""
@@ -122,18 +140,29 @@ class Study:
                 bases += [SystemKey(method, t.name) for t in self.targets]
             else:
                 bases.append(SystemKey.parse(method))
+        bases += [SystemKey("adapter", name, location=location)
+                  for name, location in self.adapters.items()]
         return [str(b.with_mitigation(m)) for b in bases for m in self.mitigations]
+
+    def model_args_for(self, backend: str) -> dict[str, Any]:
+        """The model args ``backend`` takes (training and the alignment check load with hf)."""
+        from .. import models
+
+        return models.args_for(backend, self.model_args)
 
     def fixed_systems(self) -> list[SystemKey]:
         """The methods that name one system each (vanilla, benign:<dataset>), parsed."""
         return [SystemKey.parse(m) for m in self.methods if m not in PER_TARGET]
 
-    def missing_keys(self) -> list[str]:
-        """API keys the chosen scorers need but the environment lacks."""
+    def required_keys(self) -> list[str]:
+        """Environment variables holding the API keys the chosen scorers need."""
         from .. import score
 
-        needed = {env for s in self.scorers.values() if (env := score.key_env(s))}
-        return sorted(k for k in needed if not os.environ.get(k))
+        return sorted({env for s in self.scorers.values() if (env := score.key_env(s))})
+
+    def missing_keys(self) -> list[str]:
+        """API keys the chosen scorers need but the environment lacks."""
+        return [k for k in self.required_keys() if not os.environ.get(k)]
 
 
 def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Study:
@@ -159,9 +188,13 @@ def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Study:
         benchmarks=_benchmarks(path, parsed.benchmarks),
         scorers=parsed.scorers, scorer_options=_rubric_files(path, parsed.scorer_options),
         decoding=parsed.decoding, generation=parsed.generation,
-        analysis=_analysis(path, parsed.analysis), models=s.models)
+        analysis=_analysis(path, parsed.analysis), models=s.models,
+        model_args=dict(s.model_args), adapters=_adapters(path, parsed.systems.adapters),
+        ray=parsed.ray)
     if s.models and "model" in s.model_fields_set:
         raise InputError(f"{path}: [study] model and models: give one or the other")
+    _check_model_args(path, study)
+    _check_ray(path, study)
     _check_scorers(path, study)
     if any(m in ("vim", "prompt") for m in study.methods) and not study.targets:
         raise InputError(f"{path}: [targets]: methods vim/prompt need at least one target")
@@ -370,8 +403,57 @@ def _rubric_files(path: Path, options: dict[str, dict[str, Any]]) -> dict[str, d
     return out
 
 
+def _adapters(path: Path, adapters: dict[str, str]) -> dict[str, str]:
+    """``[systems] adapters``: each name a valid ``adapter:`` system; a local path (relative to
+    the study file) must hold adapter_config.json; a hub id is fetched when generating."""
+    from .. import models
+
+    out = {}
+    for name, location in adapters.items():
+        local = path.parent / location
+        if local.exists() or not models.looks_like_hub_id(location):
+            location = str(local.resolve())
+            if not (local / "adapter_config.json").is_file():
+                raise InputError(f"{path}: [systems] adapters.{name}: {location} has no "
+                                 f"adapter_config.json (not a PEFT LoRA folder)")
+        try:
+            key = SystemKey.parse(f"adapter:{name}={location}")
+        except InputError as exc:
+            raise InputError(f"{path}: [systems] adapters.{name}: {exc}") from None
+        out[str(key.arg)] = str(key.location)
+    return out
+
+
+def _check_model_args(path: Path, study: Study) -> None:
+    """Every model arg is taken by a backend the study loads a model with: the generation
+    backend, and hf for training and the alignment check; values are checked per backend."""
+    from .. import models
+
+    used = sorted({study.generation.backend, "hf"})
+    where = f"{path}: [study] model_args"
+    accepted = sorted({k for b in used for k in models.BACKEND_ARGS[b]})
+    for key in study.model_args:
+        if key not in accepted:
+            raise InputError(f"{where} {key}: not accepted by the {' or '.join(used)} backend "
+                             f"(accepted: {', '.join(accepted)})")
+    for backend in used:
+        models.check_model_args(backend, study.model_args_for(backend), where=where)
+
+
+def _check_ray(path: Path, study: Study) -> None:
+    from .plan import KINDS
+
+    for kind, gpus in study.ray.gpus.items():
+        if kind not in KINDS or gpus < 0:
+            raise InputError(f"{path}: [ray] gpus.{kind}: expected a step kind ("
+                             f"{', '.join(KINDS)}) with a number of GPUs >= 0")
+
+
 def _check_adapters(path: Path, study: Study) -> None:
-    """Adapter systems need a backend that serves adapters; vLLM at most max_loras per step."""
+    """Trained adapter systems need a backend that serves adapters (an endpoint serves
+    ``adapter:`` systems under their own names); vLLM at most max_loras per step."""
+    from ..generate.vllm import ENGINE_DEFAULTS
+
     generation = study.generation
     trained = ["vim"] if "vim" in study.methods else []
     trained += [str(k) for k in study.fixed_systems() if k.takes_adapter]
@@ -379,14 +461,15 @@ def _check_adapters(path: Path, study: Study) -> None:
         raise InputError(f"{path}: [systems] methods: {', '.join(trained)} need LoRA adapters, "
                          f"which [generation] backend {generation.backend!r} cannot serve "
                          f"(use {' or '.join(ADAPTER_BACKENDS)})")
-    if generation.backend != "vllm" or not trained:
+    if generation.backend != "vllm" or not (trained or study.adapters):
         return
+    max_loras = study.model_args.get("max_loras", ENGINE_DEFAULTS["max_loras"])
     keys = study.system_keys()
     chunk = generation.systems_per_step or len(keys)
     adapters = [SystemKey.parse(k) for k in keys]
     most = max(len({k.base for k in adapters[i:i + chunk] if k.takes_adapter})
                for i in range(0, len(keys), chunk))
-    if most > generation.max_loras:
+    if most > max_loras:
         raise InputError(f"{path}: [generation] systems_per_step: a step would serve {most} "
-                         f"adapters, above max_loras {generation.max_loras} (raise max_loras "
-                         f"or lower systems_per_step)")
+                         f"adapters, above max_loras {max_loras} (raise [study] model_args "
+                         f"max_loras or lower systems_per_step)")

@@ -8,14 +8,16 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from .. import profile
-from ..files import atomic_write_text
+from .. import profile, provenance
+from ..io import atomic_write_text
 from ..records import BenchmarkItem, Decoding, System
 from ..systems import SystemKey
 from .plan import Step
 from .spec import Study
 
 ADAPTER = "adapter"  # a train step's adapter folder (VIM: its stage2/ is the aligned model)
+STEP_CACHE = "VALUEHARMS_STEP_CACHE"  # set on Ray workers: score steps cache in their folder
+CACHE_FILE = "cache.sqlite"
 
 
 def _model(study: Study) -> str | None:
@@ -33,20 +35,25 @@ def adapter_dir(study: Study, system: str, train_step_id: str) -> Path:
 
 
 def train(step: Step, study: Study, out: Path, progress: bool) -> None:
-    """A train step: a VIM run for one target, or a benign fine-tune."""
-    from ..align.trainer import run_benign, run_vim
-    from ..config import BenignOptions, VimOptions
+    from ..align import benign
+    from ..align.trainer import train_lora, train_vim
+    from ..config import BenignOptions, VimOptions, train_config
 
     c = step.config
     say = lambda message: print(f"  [{step.name}] {message}", flush=True)  # noqa: E731
     if c["method"] == "vim":
-        run_vim(_model(study), _target(study, c["target"]), out / ADAPTER,
-                VimOptions(**{k: c[k] for k in VimOptions.model_fields if k in c}),
-                seed=study.seed, data_dir=study.data_dir, progress=progress, say=say)
-    else:
-        run_benign(_model(study), c["dataset"], out / ADAPTER,
-                   BenignOptions(**{k: c[k] for k in BenignOptions.model_fields if k in c}),
-                   seed=study.seed, data_dir=study.data_dir, progress=progress, say=say)
+        vim = VimOptions(**{k: c[k] for k in VimOptions.model_fields if k in c})
+        train_vim(_model(study), _target(study, c["target"]), out / ADAPTER,
+                  train_config(vim, seed=study.seed, progress=progress), data_dir=study.data_dir,
+                  limit=vim.limit, threshold=vim.threshold, strategy=vim.strategy,
+                  seed=study.seed, model_args=study.model_args_for("hf"), say=say)
+        return
+    options = BenignOptions(**{k: c[k] for k in BenignOptions.model_fields if k in c})
+    data = benign.load(c["dataset"], data_file=options.data_files.get(c["dataset"]),
+                       data_dir=study.data_dir, limit=options.limit)
+    train_lora(_model(study), data.train, data.valid, out / ADAPTER,
+               train_config(options, seed=study.seed, progress=progress),
+               model_args=study.model_args_for("hf"), say=say)
 
 
 def generation_inputs(step: Step, study: Study) -> tuple[list[BenchmarkItem], list[System], Decoding]:
@@ -73,7 +80,6 @@ def generation_inputs(step: Step, study: Study) -> tuple[list[BenchmarkItem], li
 
 
 def generate(step: Step, study: Study, out: Path, progress: bool) -> None:
-    """A generate step: its systems answer one benchmark's items."""
     from ..config import GenerationOptions
     from ..generate import make_backend
     from ..generate.run import generate as run_generation
@@ -84,12 +90,15 @@ def generate(step: Step, study: Study, out: Path, progress: bool) -> None:
     backend_options = g.for_backend()
     if g.backend == "hf":
         backend_options["device"] = c.get("device")
+    if g.backend != "openai":
+        backend_options["model_args"] = study.model_args_for(g.backend)
     with profile.current().span("load"):
         backend = make_backend(g.backend, _model(study), **backend_options)
     summary = run_generation(chosen, items, backend, out / "generations.jsonl", decoding=decoding,
                              profiles={t.name: t for t in study.targets},
                              data_dir=study.data_dir, progress=progress,
-                             stops=g.stops)
+                             stops=g.stops,
+                             origin={"study_sha256": provenance.file_sha256(study.path)})
     if summary.failed:
         # Not done: the next run retries only the failed rows.
         raise RuntimeError(f"{step.id}: {summary.failed} generations failed (see "
@@ -97,7 +106,6 @@ def generate(step: Step, study: Study, out: Path, progress: bool) -> None:
 
 
 def score(step: Step, study: Study, out: Path, progress: bool) -> None:
-    """A score step: the benchmark's scorer over its generate step's file."""
     from .. import score as scoring
     from ..score.cache import ScoreCache
     from ..score.run import score_file
@@ -106,7 +114,10 @@ def score(step: Step, study: Study, out: Path, progress: bool) -> None:
     with timer.span("load"):
         scorer = scoring.get_scorer(step.config["scorer"], **step.config["options"])
     source = study.out / "steps" / step.deps[0] / "generations.jsonl"
-    with ScoreCache(None) as cache, timer.span("scoring"):
+    # On a Ray worker the step caches into its own folder (one writer; the driver merges it);
+    # locally, into the shared cache.
+    with ScoreCache(out / CACHE_FILE if os.environ.get(STEP_CACHE) else None) as cache, \
+            timer.span("scoring"):
         summary = score_file(source, out / "scores.jsonl", scorer, cache=cache,
                              retry=("failed",), progress=progress)
     scorer.close()
@@ -123,7 +134,8 @@ def alignment(step: Step, study: Study, out: Path, progress: bool) -> None:
     timer = profile.current()
     with timer.span("load"):
         backend = make_backend("hf", _model(study), device=c.get("device"),
-                               batch_size=study.generation.batch_size or 8)
+                               batch_size=study.generation.batch_size or 8,
+                               model_args=study.model_args_for("hf"))
     adapters = {key: str(adapter_dir(study, key, sid)) for key, sid in c["adapters"].items()}
     with timer.span("adapters"):
         backend.load_adapters(sorted(adapters.values()))
@@ -143,26 +155,23 @@ def alignment(step: Step, study: Study, out: Path, progress: bool) -> None:
 
 
 def metrics(step: Step, study: Study, out: Path, progress: bool) -> None:
-    """The metrics step: every score file into the metrics and analysis tables."""
     from .. import analyze
-    from ..config import MetricsOptions
+    from ..analyze.metrics import load_scores, measure
 
-    c = step.config
-    options = MetricsOptions(baseline=c["baseline"], **({"resamples": c["resamples"]}
-                                                        if "resamples" in c else {}))
-    analyze.run_metrics([study.out / "steps" / d / "scores.jsonl" for d in step.deps], out,
-                        options, seed=c["seed"], data_dir=study.data_dir,
-                        profiles=list(study.targets))
+    files = [study.out / "steps" / d / "scores.jsonl" for d in step.deps]
+    found = measure(load_scores(files), step.config["baseline"], seed=step.config["seed"])
+    analyze.write(analyze.analyse(found.table, study.data_dir, list(study.targets), found.units,
+                                  step.config["seed"]), out)
 
 
 def report(step: Step, study: Study, out: Path, progress: bool) -> None:
-    """The report step: HTML and Markdown from the metrics and measured profiles."""
+    from ..analyze.samples import samples_table
     from ..report import build_report
 
     metrics_dir = study.out / "steps" / step.deps[0]
-    measured: list[str | os.PathLike] = [study.out / "steps" / d / "measured_profiles.csv"
-                                         for d in step.deps[1:]]
-    path = build_report(metrics_dir, study.out / "report", measured=measured,
+    measured = [study.out / "steps" / d / "measured_profiles.csv" for d in step.deps[1:]]
+    samples = samples_table(study.out / "steps", study.data_dir, list(study.targets))
+    path = build_report(metrics_dir, study.out / "report", measured=measured, samples=samples,
                         profiles=list(study.targets), data_dir=study.data_dir,
                         baseline=step.config["baseline"],
                         title=f"valueharms report: {study.name}")
