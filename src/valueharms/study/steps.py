@@ -35,6 +35,7 @@ def adapter_dir(study: Study, system: str, train_step_id: str) -> Path:
 
 
 def train(step: Step, study: Study, out: Path, progress: bool) -> None:
+    """A train step: a VIM run for one target, or a benign fine-tune."""
     from ..align import benign
     from ..align.trainer import train_lora, train_vim
     from ..config import BenignOptions, VimOptions, train_config
@@ -80,6 +81,7 @@ def generation_inputs(step: Step, study: Study) -> tuple[list[BenchmarkItem], li
 
 
 def generate(step: Step, study: Study, out: Path, progress: bool) -> None:
+    """A generate step: its systems answer one benchmark's items."""
     from ..config import GenerationOptions
     from ..generate import make_backend
     from ..generate.run import generate as run_generation
@@ -106,6 +108,7 @@ def generate(step: Step, study: Study, out: Path, progress: bool) -> None:
 
 
 def score(step: Step, study: Study, out: Path, progress: bool) -> None:
+    """A score step: the benchmark's scorer over its generate step's file."""
     from .. import score as scoring
     from ..score.cache import ScoreCache
     from ..score.run import score_file
@@ -155,6 +158,7 @@ def alignment(step: Step, study: Study, out: Path, progress: bool) -> None:
 
 
 def metrics(step: Step, study: Study, out: Path, progress: bool) -> None:
+    """The metrics step: every score file into the metrics and analysis tables."""
     from .. import analyze
     from ..analyze.metrics import load_scores, measure
 
@@ -165,6 +169,7 @@ def metrics(step: Step, study: Study, out: Path, progress: bool) -> None:
 
 
 def report(step: Step, study: Study, out: Path, progress: bool) -> None:
+    """The report step: HTML and Markdown from the metrics and measured profiles."""
     from ..analyze.samples import samples_table
     from ..report import build_report
 
