@@ -77,7 +77,8 @@ def matmul_params(lm) -> int:
 
 def attention_flops(c, context: float) -> float:
     """QK^T and AV FLOPs per token at an average ``context`` length (``c``: the model config)."""
-    return 4 * c.num_hidden_layers * context * c.num_attention_heads * (c.hidden_size // c.num_attention_heads)
+    head_dim = c.hidden_size // c.num_attention_heads
+    return 4 * c.num_hidden_layers * context * c.num_attention_heads * head_dim
 
 
 def prefill(lm, device: str, batch: int, tokens: int) -> float:

@@ -1,9 +1,9 @@
 """LoRA training throughput: useful (non-pad) tokens/s with dynamic padding vs fixed padding to 128.
 
 Both runs go through the real trainer (`train_lora`) on the same grammar pairs, same seed and
-batch size; only the collator differs (`bench_train_packing.py` compares packing). Useful tokens are the examples' own tokens (prompt +
-completion), so padding counts as cost, not as work. Runs on the embedded default model
-(SmolLM2-135M) by default; `--model` takes any causal LM.
+batch size; only the collator differs (`bench_train_packing.py` compares packing). Useful
+tokens are the examples' own tokens (prompt + completion), so padding counts as cost, not as
+work. Runs on the embedded default model (SmolLM2-135M) by default; `--model` takes any causal LM.
 
 The gain is the share of padding that fixed-length batches compute. With the base prompt form
 (default here) grammar examples are 30-128 tokens long; with `--prompt-form chat` SmolLM2's chat

@@ -112,7 +112,8 @@ def test_sample_browser_filters_and_sorts_in_chromium(tmp_path, cli):
     dom = chromium(tmp_path, "--dump-dom", "--virtual-time-budget=5000", url).stdout
     body = re.search(r'<table id="sample-table">.*?<tbody>(.*?)</tbody>', dom, re.S)
     assert body, "no sample table in the rendered page"
-    rows = [re.findall(r"<td>(.*?)</td>", tr) for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", body.group(1), re.S)]
+    trs = re.findall(r"<tr[^>]*>(.*?)</tr>", body.group(1), re.S)
+    rows = [re.findall(r"<td>(.*?)</td>", tr) for tr in trs]
     # vim:Hed: 3 prompts x 2 samples x 2 scorers, values (p + s + k) / 10; those >= 0.2
     expected = sorted([(p + s + k) / 10 for p in range(3) for s in range(2) for k in range(2)
                        if (p + s + k) / 10 >= 0.2], reverse=True)

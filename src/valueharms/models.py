@@ -232,7 +232,8 @@ def load_model(model: str | None, device: str | None = None,
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     lm = load_causal_lm(model, model_args, device)
-    placed = bool(model_args) and ("device_map" in model_args or "quantization" in model_args)
+    placed = bool(model_args) and ("device_map" in (model_args or {})
+                                   or "quantization" in (model_args or {}))
     if not placed:
         lm = lm.to(device)
     return lm.eval(), load_tokenizer(model, model_args)

@@ -40,8 +40,10 @@ class Replicates:
         return self.values[:, k] if k is not None else np.full(len(self.values), np.nan)
 
 
-def percentile_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """The percentile interval of resampled values along axis 0 (NaN resamples ignored)."""
+def percentile_interval(values: np.ndarray,
+                        confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
+    """The percentile interval of resampled values along axis 0 (NaN resamples ignored):
+    arrays of lower and upper ends, one per column (0-d for a 1-d input)."""
     alpha = 1.0 - confidence
     with warnings.catch_warnings():  # an all-NaN column is a metric with no units: NaN, silently
         warnings.simplefilter("ignore", RuntimeWarning)

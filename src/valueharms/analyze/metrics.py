@@ -204,7 +204,8 @@ def _metric(metric: str, category: str, num: pd.Series, den: pd.Series | float, 
             level: str = "prompt") -> dict:
     """One metric as sum(num) / sum(den) over units (the index of ``num``)."""
     nums = num.to_numpy(dtype="float64")
-    dens = np.full(len(nums), float(den)) if np.isscalar(den) else den.to_numpy(dtype="float64")
+    dens = (den.to_numpy(dtype="float64") if isinstance(den, pd.Series)
+            else np.full(len(nums), float(den)))
     total = float(dens.sum())
     return {"metric": metric, "category": category,
             "value": float(nums.sum()) / total if total else np.nan, "n": int(round(total)),

@@ -119,7 +119,10 @@ def _mean_replicates(rep: intervals.Replicates | None, systems, scorer: str,
 
 
 def _bounds(values: np.ndarray | None) -> tuple[float, float]:
-    return intervals.percentile_interval(values) if values is not None else (np.nan, np.nan)
+    if values is None:
+        return np.nan, np.nan
+    low, high = intervals.percentile_interval(values)
+    return float(low), float(high)
 
 
 def comparison_intervals(metrics: pd.DataFrame, units: pd.DataFrame, seed: int = 0) -> pd.DataFrame:

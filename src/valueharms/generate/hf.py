@@ -249,7 +249,8 @@ class HFBackend:
         input_ids = torch.full((len(ids), width + rest), self.tokenizer.pad_token_id)
         mask = torch.zeros_like(input_ids)
         layers = []
-        for k, v in kv[next(i for i, c in enumerate(cut) if c)]:
+        first = next(p for p in kv if p is not None)
+        for k, v in first:
             shape = (len(ids), k.shape[1], width, k.shape[3])
             layers.append((k.new_zeros(shape), v.new_zeros(shape)))
         for row, (x, c) in enumerate(zip(ids, cut)):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from .. import prompts
 from ..errors import InputError
@@ -27,7 +28,7 @@ OPENAI_URL = "https://api.openai.com/v1"
 
 class OpenAIBackend:
     rows_independent = True  # each request is its own HTTP call
-    token_budget = None  # batch_size alone caps a call
+    token_budget: int | None = None  # batch_size alone caps a call
     serves_by_name = True  # `vllm serve --lora-modules NAME=PATH`: ask for model NAME
 
     def __init__(self, model: str | None, *, base_url: str | None = None, mode: str = "chat",
@@ -93,10 +94,9 @@ class OpenAIBackend:
         import openai
 
         d = request.decoding
-        common = dict(model=request.served_model or self.model, temperature=d.temperature,
-                      top_p=d.top_p,
-                      max_tokens=d.max_new_tokens, seed=request.seed % 2 ** 31,
-                      stop=list(d.stop) or None)
+        common: dict[str, Any] = dict(
+            model=request.served_model or self.model, temperature=d.temperature, top_p=d.top_p,
+            max_tokens=d.max_new_tokens, seed=request.seed % 2 ** 31, stop=list(d.stop) or None)
         if d.repetition_penalty != 1.0:  # not an OpenAI parameter; vLLM's server reads it
             common["extra_body"] = {"repetition_penalty": d.repetition_penalty}
         try:

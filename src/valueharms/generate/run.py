@@ -135,7 +135,9 @@ def _profile(system: System, profiles: dict[str, Profile] | None,
 
 
 def record(row: Row, result: GenResult, backend: Backend, origin: dict) -> dict:
-    """The Generation line; ``origin``: what every row of this run shares (model, code)."""
+    """The Generation line of a successful result; ``origin``: what every row of this run
+    shares (model, code)."""
+    assert result.text is not None, "only successful results become Generation lines"
     origin = {**origin, "adapter_sha256": provenance.adapter_sha256(row.system.adapter),
               **(result.provenance or {})}
     return to_json(Generation(system=row.system.key, benchmark=row.item.benchmark,

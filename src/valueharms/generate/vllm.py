@@ -100,7 +100,7 @@ def _engine_device() -> str:
 
 class VLLMBackend:
     rows_independent = True  # per-request seeds; vLLM batches dynamically anyway
-    token_budget = None  # batch_size alone caps a call
+    token_budget: int | None = None  # batch_size alone caps a call
     serves_by_name = False
 
     def __init__(self, model: str | None = None, *, batch_size: int = 256, form: str = "auto",

@@ -409,7 +409,7 @@ def _baseline_note(m: pd.DataFrame) -> str:
 
 def build_report(source: str | os.PathLike, out_dir: str | os.PathLike, *,
                  baseline: str | Sequence[str] = "background", data_dir: str | None = None,
-                 measured: list[str | os.PathLike] | None = None,
+                 measured: Sequence[str | os.PathLike] | None = None,
                  profiles: list[Profile] | None = None, resamples: int = bias.RESAMPLES,
                  seed: int = 0, title: str = "valueharms report",
                  samples: pd.DataFrame | None = None) -> Path:

@@ -123,8 +123,9 @@ def _load_encoder(path: str, keras):
     if any(n in sys.modules for n in names):  # a real TensorFlow: the package works as is
         return joblib.load(path)
     shim = {n: types.ModuleType(n) for n in names}
-    shim[names[-1]].text = keras_preprocessing.text
-    shim[names[-1]].sequence = types.SimpleNamespace(pad_sequences=keras.utils.pad_sequences)
+    vars(shim[names[-1]]).update(
+        text=keras_preprocessing.text,
+        sequence=types.SimpleNamespace(pad_sequences=keras.utils.pad_sequences))
     sys.modules.update(shim)
     try:  # only while the package's module is imported: nobody else sees a fake TensorFlow
         import tox_block.data_processing.preprocessors  # noqa: F401

@@ -159,13 +159,12 @@ def validate(path: str | Path, scorers: list[Scorer], columns: Columns, *,
     """Score the labelled file with one or two scorers and measure agreement with the labels."""
     rows = read_labelled(path, columns, flip)
     positive_above = _positive_cut(rows.labels)
-    own = cache is None
-    cache = ScoreCache() if own else cache
+    used = cache if cache is not None else ScoreCache()
     try:
-        all_values = [score_texts(rows, s, cache) for s in scorers]
+        all_values = [score_texts(rows, s, used) for s in scorers]
     finally:
-        if own:
-            cache.close()
+        if cache is None:
+            used.close()
     thresholds = thresholds or [None] * len(scorers)
     rng = np.random.default_rng(SEED)
     both = np.all([~np.isnan(v) for v in all_values], axis=0)

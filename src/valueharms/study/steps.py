@@ -68,7 +68,7 @@ def generation_inputs(step: Step, study: Study) -> tuple[list[BenchmarkItem], li
     overrides = {**c["decoding"], **options.decoding().set_values()}
     decoding = replace(bench.decoding, seed=study.seed, **overrides)
     items = benchmarks.load_items(c["benchmark"], options.subset, study.data_dir,
-                                  options.limit, options.categories)
+                                  options.limit, list(options.categories or []) or None)
     chosen = []
     for key in c["systems"]:
         base = SystemKey.parse(key).base
