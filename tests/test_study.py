@@ -3,6 +3,7 @@ the same steps on a local Ray instance, and skipping what is done."""
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -288,6 +289,38 @@ def test_no_key_reaches_any_output_or_log(local_run):
     for key in KEYS.values():
         assert key not in result.stdout + result.stderr
         assert not [p for p in files if key.encode() in p.read_bytes()]
+
+
+@pytest.mark.slow
+def test_console_shows_a_line_per_step_and_log_txt_the_rest(local_run):
+    """Trainer log dicts and warnings go to each step's log.txt, not the console."""
+    _, out, result = local_run
+    assert "{'loss'" not in result.stderr and "FutureWarning" not in result.stderr
+    steps = [p.parent for p in out.glob("steps/*/*/manifest.json")]
+    assert all((d / "log.txt").is_file() for d in steps)
+    assert not any("log.txt" in json.loads((d / "manifest.json").read_text())["outputs"]
+                   for d in steps)  # not an output: a resumed step appends to it
+    for d in out.glob("steps/train/*"):
+        assert "{'loss'" in (d / "log.txt").read_text()
+    done = [line for line in result.stderr.splitlines() if " done in " in line]
+    assert sorted(line.split()[1] for line in done) == sorted(
+        str(d.relative_to(out / "steps")) for d in steps)
+
+
+@pytest.mark.slow
+def test_verbose_shows_a_steps_log_on_the_console_too(local_run, cli):
+    """-v: a train step run again shows its trainer log on stderr and appends to log.txt."""
+    path, out, _ = local_run
+    train = next(out.glob("steps/train/*"))
+    before = (train / "log.txt").read_text()
+    for item in train.iterdir():  # everything but its log: the step trains again
+        if item.name != "log.txt":
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+    result = cli("run", str(path), "-v", env=KEYS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "{'loss'" in result.stderr
+    after = (train / "log.txt").read_text()
+    assert after.startswith(before) and after.count("{'loss'") > before.count("{'loss'")
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .. import provenance
+from .. import console, provenance
 from ..config import (  # TrainConfig: also imported from here
     BenignOptions,
     TrainConfig,
@@ -128,7 +128,7 @@ def data_hash(examples: Sequence[Example]) -> str:
 
 # --------------------------------------------------------------------------- callbacks
 
-def _callbacks(log: JsonlAppender, best_dir: Path):
+def _callbacks(log: JsonlAppender, best_dir: Path, progress: bool):
     from transformers import TrainerCallback
 
     class JsonlLog(TrainerCallback):
@@ -170,7 +170,24 @@ def _callbacks(log: JsonlAppender, best_dir: Path):
                 (tmp / "best.json").write_text(json.dumps(
                     {"epoch": round(state.epoch), "step": state.global_step, "valid_loss": loss}))
 
-    return [JsonlLog(), KeepBest()]
+    class Progress(TrainerCallback):
+        """The optimizer steps as a bar on the terminal, and each log dict on stderr, which a
+        study step sends to its log.txt (transformers' own bar would write both to stderr)."""
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.bar = console.bar(state.max_steps, "train", unit="step",
+                                   initial=state.global_step)
+
+        def on_step_end(self, args, state, control, **kw):
+            self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            self.bar.write(str(logs), file=sys.stderr)
+
+        def on_train_end(self, args, state, control, **kw):
+            self.bar.close()
+
+    return [JsonlLog(), KeepBest(), *([Progress()] if progress else [])]
 
 
 def _read_best(best_dir: Path) -> dict | None:
@@ -260,7 +277,8 @@ def _training_args(config: TrainConfig, output_dir: Path, has_valid: bool, base_
         logging_strategy="steps", logging_steps=config.logging_steps,
         include_num_input_tokens_seen="non_padding",
         seed=config.seed, data_seed=config.seed, report_to="none",
-        disable_tqdm=not config.progress, remove_unused_columns=False, label_names=["labels"],
+        disable_tqdm=True,  # the Progress callback draws the bar (on the terminal in a study)
+        remove_unused_columns=False, label_names=["labels"],
         # Autocast in bf16 only where the base is not float32 already by choice.
         bf16=(torch.cuda.is_available() and torch.cuda.is_bf16_supported()
               and base_dtype != torch.float32),
@@ -387,8 +405,8 @@ def train_lora(model: str | None, train: Sequence[Example], valid: Sequence[Exam
             train_dataset=[e.features() for e in train_enc],
             eval_dataset=[e.features() for e in valid_enc] or None,
             data_collator=collator(tokenizer, config.pad_to, config.packing), processing_class=tokenizer,
-            callbacks=[*_callbacks(log, work / BEST), *callbacks])
-        trainer.remove_callback(PrinterCallback)  # without tqdm it would print every log dict
+            callbacks=[*_callbacks(log, work / BEST, config.progress), *callbacks])
+        trainer.remove_callback(PrinterCallback)  # Progress prints the log dicts, on stderr
         with timer.span("train"):  # forward, backward, optimizer, evaluation, checkpoints
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 

@@ -29,6 +29,9 @@ def register(sub) -> None:
                    help="write each step's time split (load, adapters, prefill, decode, train, "
                         "scoring, io, ...) to steps/<id>/profile.json (same as "
                         "VALUEHARMS_PROFILE=1)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show each step's full output (library logging, warnings, the trainer's "
+                        "log) on the console too; it always goes to steps/<id>/log.txt")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (what is done, what would run) and stop")
     p.set_defaults(func=_run)
@@ -106,8 +109,8 @@ def _run(args: argparse.Namespace) -> int:
     for study in studies:
         with exclusive(study.out / "study"):  # a second run of this study waits for the first
             if args.executor == "ray":
-                execute.run_ray(study, args.ray_address)
+                execute.run_ray(study, args.ray_address, args.verbose)
             else:
-                execute.run_local(study)
+                execute.run_local(study, args.verbose)
         print(execute.report_path(study))
     return 0

@@ -24,9 +24,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
 
-from .. import benchmarks, models, profile, provenance, targets
+from .. import benchmarks, console, models, profile, provenance, targets
 from ..config import BackendOptions, BenchmarkOptions
 from ..errors import InputError
 from ..files import JsonlAppender
@@ -210,8 +209,8 @@ def _run(batches: list[list[Row]], planned: dict[tuple, Row], backend: Backend,
         already = len(done)
         fail_file.unlink(missing_ok=True)  # this run retries every earlier failure
         written = failed = 0
-        bar = tqdm(total=len(planned), initial=already, unit="gen", dynamic_ncols=True,
-                   desc=f"generate {label}", disable=not progress)
+        bar = console.bar(len(planned), f"generate {label}", initial=already, unit="gen",
+                          disable=not progress)
         with bar:
             for batch in batches:
                 todo = [r for r in batch if r.key not in done]

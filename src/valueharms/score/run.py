@@ -10,14 +10,13 @@ resumes where it stopped (and settled verdicts it had not written yet come from 
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import provenance, sources
+from .. import console, provenance, sources
 from ..errors import InputError
 from ..files import JsonlAppender
 from ..records import FAILED, OK, STATUSES, UNSCORABLE, Generation, Score, to_json
@@ -167,10 +166,8 @@ def score_generations(todo: list[Generation], scorer: Scorer, cache: ScoreCache,
     """Yield lists of Scores, one Score per item of ``todo`` in order; cache misses go to the
     scorer. A list holds what became ready since the last one, so the caller syncs the file
     once per list."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(todo), unit="item", desc=scorer.name, file=sys.stderr,
-               disable=not progress, mininterval=0.5, smoothing=0.1)
+    bar = console.bar(len(todo), scorer.name, unit="item", disable=not progress,
+                      mininterval=0.5, smoothing=0.1)
     window: deque = deque()
     limit = max(2, 2 * scorer.concurrency)
     pool = ThreadPoolExecutor(max_workers=scorer.concurrency, thread_name_prefix="scorer")

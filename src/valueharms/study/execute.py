@@ -7,15 +7,18 @@ import sys
 import time
 from pathlib import Path
 
-from .. import profile, provenance
+from .. import console, profile, provenance
 from ..files import atomic_write_text, versions
 from .plan import MANIFEST, Step, outputs, plan
 from .spec import Study
 from .steps import CACHE_FILE, RUNNERS, STEP_CACHE
 
 
-def run_step(step: Step, study: Study, progress: bool = False) -> str:
-    """Run one step in its own folder; the manifest, written last, marks it done."""
+def run_step(step: Step, study: Study, progress: bool = False, label: str | None = None,
+             verbose: bool = False) -> str:
+    """Run one step in its own folder; the manifest, written last, marks it done. What the
+    step prints goes to its log.txt (``verbose``: to the terminal too); ``label``, when
+    given, is printed as the step starts and names its progress bar."""
     out = step.out_dir(study)
     if step.done(study):
         return step.id
@@ -24,10 +27,13 @@ def run_step(step: Step, study: Study, progress: bool = False) -> str:
             f"running the step again")
         (out / MANIFEST).unlink()
     out.mkdir(parents=True, exist_ok=True)
+    if label:  # no newline: the step's bar, then its "done" line, overwrite it
+        print(f"{label} ...", end="\n" if verbose else "", file=sys.stderr, flush=True)
     start = time.time()
     timer = profile.current()
     timer.reset()
-    RUNNERS[step.kind](step, study, out, progress)
+    with console.step_output(out / console.LOG, label or step.id, verbose):
+        RUNNERS[step.kind](step, study, out, progress)
     if timer.enabled:
         atomic_write_text(out / "profile.json",
                           json.dumps({"step": step.id, **timer.summary(time.time() - start)}, indent=1))
@@ -45,18 +51,18 @@ def describe(study: Study) -> list[tuple[Step, bool]]:
     return [(step, step.done(study)) for step in plan(study)]
 
 
-def run_local(study: Study) -> None:
-    """Every step not yet done, in plan order; a line per step for the overall progress
-    (each step shows its own progress too)."""
+def run_local(study: Study, verbose: bool = False) -> None:
+    """Every step not yet done, in plan order; one line per step, which its progress bar
+    overwrites while it runs (the step's other output goes to its log.txt)."""
     steps = plan(study)
     todo = [s for s in steps if not s.done(study)]
     done = len(steps) - len(todo)
     say(f"{study.name}: {len(steps)} steps, {done} already done")
     for n, step in enumerate(todo, done + 1):
         start = time.time()
-        say(f"[{n}/{len(steps)}] {step.id} ...")
-        run_step(step, study, progress=True)
-        say(f"[{n}/{len(steps)}] {step.id} done in {time.time() - start:.1f} s")
+        label = f"[{n}/{len(steps)}] {step.id}"
+        run_step(step, study, progress=True, label=label, verbose=verbose)
+        say(f"\r{label} done in {time.time() - start:.1f} s")
 
 
 def say(message: str) -> None:
@@ -87,16 +93,17 @@ def step_resources(step: Step, gpus: dict[str, float], cluster_gpus: float) -> d
     return {"num_gpus": wanted} if wanted and cluster_gpus else {"num_cpus": 1}
 
 
-def run_ray(study: Study, address: str | None = None) -> None:
+def run_ray(study: Study, address: str | None = None, verbose: bool = False) -> None:
     """The same steps as Ray tasks. API keys and VALUEHARMS_* reach the workers through the
-    runtime_env; each score step caches into its own folder, merged into the driver's cache
-    when it finishes (SQLite must not be shared across nodes over a network file system)."""
+    runtime_env; each step's output goes to its log.txt (``verbose``: shown here too). Each
+    score step caches into its own folder, merged into the driver's cache when it finishes
+    (SQLite must not be shared across nodes over a network file system)."""
     import ray
 
     from ..score.cache import ScoreCache
 
     if not ray.is_initialized():
-        ray.init(address=address or os.environ.get("RAY_ADDRESS"), log_to_driver=False,
+        ray.init(address=address or os.environ.get("RAY_ADDRESS"), log_to_driver=verbose,
                  include_dashboard=False)
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
     remote = ray.remote(_ray_task)
@@ -110,7 +117,7 @@ def run_ray(study: Study, address: str | None = None) -> None:
         deps = [refs[d] for d in step.deps if d in refs]
         refs[step.id] = remote.options(name=step.id, runtime_env=env,
                                        **step_resources(step, gpus, cluster_gpus)
-                                       ).remote(step, study, *deps)
+                                       ).remote(step, study, verbose, *deps)
     pending, names = list(refs.values()), {ref: sid for sid, ref in refs.items()}
     say(f"{study.name}: {len(pending)} steps submitted to Ray ({cluster_gpus:g} GPUs in the "
         f"cluster)")
@@ -127,9 +134,9 @@ def run_ray(study: Study, address: str | None = None) -> None:
             say(f"[{len(refs) - len(pending)}/{len(refs)}] {step.id} done")
 
 
-def _ray_task(step: Step, study: Study, *_deps: str) -> str:
+def _ray_task(step: Step, study: Study, verbose: bool, *_deps: str) -> str:
     # Ray resolves the dependency refs before calling, so the inputs exist on shared storage.
-    return run_step(step, study)
+    return run_step(step, study, progress=True, verbose=verbose)  # bars: the worker's own stderr
 
 
 def report_path(study: Study) -> Path:

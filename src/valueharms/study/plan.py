@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..console import LOG
 from ..systems import SystemKey
 from .spec import PER_TARGET, Study
 
@@ -50,11 +51,13 @@ MANIFEST = "manifest.json"
 
 
 def outputs(out: Path) -> dict[str, int]:
-    """Size of every file a step left in its folder (not the manifest, not hidden lock files)."""
+    """Size of every file a step left in its folder (not the manifest, not hidden lock files,
+    not its log.txt, which a resumed step appends to)."""
     if not out.is_dir():
         return {}
     return {str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*"))
-            if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")}
+            if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
+            and p != out / LOG}
 
 
 def plan(study: Study) -> list[Step]:
