@@ -308,9 +308,10 @@ def test_console_shows_a_line_per_step_and_log_txt_the_rest(local_run):
 
 
 @pytest.mark.slow
-def test_verbose_shows_a_steps_log_on_the_console_too(local_run, cli):
+def test_verbose_shows_a_steps_log_on_the_console_too(local_run, cli, tmp_path):
     """-v: a train step run again shows its trainer log on stderr and appends to log.txt."""
-    path, out, _ = local_run
+    shutil.copytree(local_run[0].parent, tmp_path / "study")  # the others' run stays as it was
+    path, out = tmp_path / "study" / "study.toml", tmp_path / "study" / "out"
     train = next(out.glob("steps/train/*"))
     before = (train / "log.txt").read_text()
     for item in train.iterdir():  # everything but its log: the step trains again
