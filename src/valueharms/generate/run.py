@@ -24,7 +24,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-
 from .. import benchmarks, console, models, profile, provenance, targets
 from ..config import BackendOptions, BenchmarkOptions
 from ..errors import InputError
