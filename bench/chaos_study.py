@@ -10,9 +10,9 @@ run is by then (the step that was running is recorded). With ``--executor ray`` 
 left alone and Ray worker processes are killed in the middle of their step tasks instead
 (Ray retries the task; the step resumes from what the killed worker had written).
 
-Compared: every file the steps and the report wrote, byte for byte, except manifests and the
-training logs and manifests (which hold times). The last line is JSON: seeds, kills and where
-they landed, records compared, seconds.
+Compared: every file the steps and the report wrote, byte for byte, except the manifests,
+training logs and console logs (log.txt), which hold times and each restart's output. The last
+line is JSON: seeds, kills and where they landed, records compared, seconds.
 
     python bench/chaos_study.py [--seeds 1 2 3] [--kills-per-kind 2] [--executor ray]
                                 [--model DIR] [--out DIR]
@@ -41,7 +41,8 @@ KINDS = ("train", "generate", "score", "alignment", "metrics", "report")
 FRACTION = (0.05, 0.85)
 # Plan order: all training, then generation and scoring alternating, then the rest.
 PHASE = {"train": 0, "generate": 1, "score": 1, "alignment": 2, "metrics": 3, "report": 4}
-VOLATILE = {"manifest.json", "train_log.jsonl"}  # they hold times and durations
+# They hold times and durations; a step's log.txt also gains each killed attempt's output.
+VOLATILE = {"manifest.json", "train_log.jsonl", "log.txt"}
 STUDY = """\
 [study]
 name = "chaos"
