@@ -106,7 +106,7 @@ def test_shared_prefixes_give_the_same_texts(tiny_model_dir, adapters, decoding)
     from valueharms.generate.hf import HFBackend, shared_prefix_lengths
 
     plain = HFBackend(str(tiny_model_dir), batch_size=32, device="cpu", prefix_cache=False)
-    shared = HFBackend(str(tiny_model_dir), batch_size=32, device="cpu")
+    shared = HFBackend(str(tiny_model_dir), batch_size=32, device="cpu", prefix_cache=True)
     requests = _study_like_requests(plain, adapters, decoding)
     assert _texts(shared, requests) == _texts(plain, requests)
     ids = [chat.prompt_token_ids(r.prompt, shared.tokenizer) for r in requests]

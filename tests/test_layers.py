@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "valueharms"
 # own order); from layer 2 up, parts of the same layer stay apart (generation never imports
 # scoring, nor the other way round).
 LAYERS = [
-    {"errors", "values", "records", "measures", "files", "io", "config", "remote", "profile"},
+    {"errors", "values", "records", "measures", "files", "io", "config", "remote", "profile",
+     "console"},
     {"sources", "fetch", "targets", "chat", "benchmarks", "models", "systems", "prompts",
      "provenance"},
     {"generate", "score"},

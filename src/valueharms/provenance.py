@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import platform
 import subprocess
 from pathlib import Path
@@ -27,10 +28,22 @@ def _dir_sha256(path: str, stamp: tuple) -> str:
     root = Path(path)
     for file in sorted({f for pattern in _CONTENT for f in root.glob(pattern) if f.is_file()}):
         digest.update(file.name.encode() + b"\0")
+        if file.name == "adapter_config.json":
+            digest.update(_canonical_adapter_config(file))
+            continue
         with open(file, "rb") as fh:
             while chunk := fh.read(1 << 22):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+def _canonical_adapter_config(file: Path) -> bytes:
+    """PEFT writes ``target_modules`` from a set, in an order that varies per process: the
+    same adapter must hash the same, so the list is sorted (and the keys) before hashing."""
+    config = json.loads(file.read_text(encoding="utf-8"))
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    return json.dumps(config, sort_keys=True).encode()
 
 
 def content_sha256(path: str | Path) -> str:
