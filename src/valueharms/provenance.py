@@ -20,13 +20,20 @@ from .io import versions
 
 # Weight, config and tokenizer files: what decides a model's or adapter's numbers.
 _CONTENT = ("*.json", "*.safetensors", "*.bin", "*.gguf", "*.model", "*.txt", "*.jinja")
+_NOT_CONTENT = {"manifest.json"}  # the trainer's record of how (and how long) it ran
+
+
+def _content_files(root: Path) -> list[Path]:
+    """The files that decide the numbers; a training manifest (times, durations) is not one."""
+    return sorted({f for pattern in _CONTENT for f in root.glob(pattern)
+                   if f.is_file() and f.name not in _NOT_CONTENT})
 
 
 @functools.cache
 def _dir_sha256(path: str, stamp: tuple) -> str:
     digest = hashlib.sha256()
     root = Path(path)
-    for file in sorted({f for pattern in _CONTENT for f in root.glob(pattern) if f.is_file()}):
+    for file in _content_files(root):
         digest.update(file.name.encode() + b"\0")
         if file.name == "adapter_config.json":
             digest.update(_canonical_adapter_config(file))
@@ -49,7 +56,7 @@ def _canonical_adapter_config(file: Path) -> bytes:
 def content_sha256(path: str | Path) -> str:
     """SHA-256 over a model or adapter folder's files (names and bytes, in name order)."""
     root = Path(path)
-    files = sorted(f for pattern in _CONTENT for f in root.glob(pattern) if f.is_file())
+    files = _content_files(root)
     stamp = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
     return _dir_sha256(str(root.resolve()), stamp)
 
