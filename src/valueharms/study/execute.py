@@ -27,8 +27,10 @@ def run_step(step: Step, study: Study, progress: bool = False, label: str | None
             f"running the step again")
         (out / MANIFEST).unlink()
     out.mkdir(parents=True, exist_ok=True)
-    if label:  # no newline: the step's bar, then its "done" line, overwrite it
-        print(f"{label} ...", end="\n" if verbose else "", file=sys.stderr, flush=True)
+    if label:  # on a terminal no newline: the step's bar, then its "done" line, overwrite it;
+        # a pipe or a log file (CI, scripts watching the run) gets the start as a line of its own
+        whole_line = verbose or not sys.stderr.isatty()
+        print(f"{label} ...", end="\n" if whole_line else "", file=sys.stderr, flush=True)
     start = time.time()
     timer = profile.current()
     timer.reset()
