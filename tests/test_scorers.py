@@ -3,6 +3,7 @@ classifier, local judges on tiny and embedded models, the cache, and the score C
 from __future__ import annotations
 
 import json
+import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -322,6 +323,22 @@ def test_cache_keys_and_persistence(tmp_path):
     with ScoreCache(path) as cache:
         assert cache.get_many([k[0], "other"]) == {k[0]: {"status": "ok", "value": 0.5}}
         assert cache._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def _open_and_fill(path: str) -> int:
+    with ScoreCache(path) as cache:
+        cache.put_many([(ScoreCache.key("s", "m", "r", str(i)), {"v": i}) for i in range(20)])
+        return len(cache)
+
+
+def test_processes_opening_one_new_cache_at_once_all_get_it(tmp_path):
+    """Switching a new file to WAL takes a lock SQLite's busy timeout does not cover (two
+    studies starting their score steps together failed on it before the retry)."""
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(6) as pool:
+        for trial in range(8):
+            path = str(tmp_path / f"c{trial}.sqlite")
+            assert pool.map(_open_and_fill, [path] * 6) and len(ScoreCache(path)) == 20
 
 
 def test_cache_env_location(tmp_path, monkeypatch):

@@ -54,14 +54,29 @@ class ScoreCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                self._db = self._connect()
+                self._db = self._connect_waiting()
             except sqlite3.DatabaseError as exc:
                 if not _damaged(exc):
                     raise
                 self._move_aside(exc)
-                self._db = self._connect()
+                self._db = self._connect_waiting()
         except (sqlite3.DatabaseError, OSError) as exc:
             raise InputError(f"score cache {self.path}: not usable ({exc})") from None
+
+    def _connect_waiting(self, patience: float = 60.0) -> sqlite3.Connection:
+        """``_connect``, tried again while another process holds the file. Switching a new
+        file to WAL takes a lock that SQLite does not wait for (its busy timeout does not
+        cover it), so two processes opening one new cache at once would otherwise fail."""
+        deadline = time.monotonic() + patience
+        pause = 0.01
+        while True:
+            try:
+                return self._connect()
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=60)
@@ -152,3 +167,8 @@ class ScoreCache:
 
 def _damaged(exc: sqlite3.DatabaseError) -> bool:
     return getattr(exc, "sqlite_errorname", "") in _DAMAGED or "malformed" in str(exc)
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    return (getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+            or "locked" in str(exc) or "busy" in str(exc))
