@@ -11,8 +11,10 @@ left alone and Ray worker processes are killed in the middle of their step tasks
 (Ray retries the task; the step resumes from what the killed worker had written).
 
 Compared: every file the steps and the report wrote, byte for byte, except the manifests,
-training logs and console logs (log.txt), which hold times and each restart's output. The last
-line is JSON: seeds, kills and where they landed, records compared, seconds.
+training logs and console logs (log.txt), which hold times and each restart's output, and a
+Ray score step's own cache. A Ray run is compared with a local one: every step runs with the
+driver's CPU thread count on both executors (see ``[study] threads``). The last line is JSON:
+seeds, kills and where they landed, records compared, seconds.
 
     python bench/chaos_study.py [--seeds 1 2 3] [--kills-per-kind 2] [--executor ray]
                                 [--model DIR] [--out DIR]
@@ -42,7 +44,9 @@ FRACTION = (0.05, 0.85)
 # Plan order: all training, then generation and scoring alternating, then the rest.
 PHASE = {"train": 0, "generate": 1, "score": 1, "alignment": 2, "metrics": 3, "report": 4}
 # They hold times and durations; a step's log.txt also gains each killed attempt's output.
-VOLATILE = {"manifest.json", "train_log.jsonl", "log.txt"}
+# cache.sqlite: a Ray score step's own cache (the driver merges it into its cache; a local run
+# has none); its verdicts are the scores.jsonl beside it, which is compared.
+VOLATILE = {"manifest.json", "train_log.jsonl", "log.txt", "cache.sqlite"}
 STUDY = """\
 [study]
 name = "chaos"

@@ -184,6 +184,26 @@ def test_bad_values_stop_the_load_even_in_a_dry_run(case, how, dry, tmp_path, ca
     assert not (tmp_path / "out").exists()
 
 
+def test_steps_run_with_the_drivers_threads_on_either_executor(tmp_path, monkeypatch):
+    """[study] threads, else this process's torch thread count, is what every step gets; a Ray
+    step also gets it as OMP_NUM_THREADS (Ray would set 1) and the API keys only as secrets."""
+    import torch
+
+    from valueharms.study import execute
+
+    path = write_study(tmp_path, Path("m"))
+    assert execute.step_threads(spec.load(path)) == torch.get_num_threads()
+    study = spec.load(path, ["study.threads=3"])
+    assert execute.step_threads(study) == 3
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("VALUEHARMS_PROFILE", "1")
+    env = execute.ray_env(study, 3)
+    assert env["OMP_NUM_THREADS"] == "3" and env["VALUEHARMS_PROFILE"] == "1"
+    assert "sk-test" not in env.values()
+    assert execute.ray_secrets(study)["OPENAI_API_KEY"] == "sk-test"
+    assert main(["run", str(path), "--dry-run", "--set", "study.threads=0"]) == 2
+
+
 def _ids(path: Path, *overrides: str) -> dict[str, str]:
     return {s.name + s.kind: s.id for s in plan.plan(spec.load(path, overrides))}
 

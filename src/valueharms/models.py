@@ -243,7 +243,10 @@ def loaded_provenance(backend: str, model: str | None, model_args: dict[str, Any
                       lm=None, *, dtype: str | None = None, device: str | None = None
                       ) -> dict[str, Any]:
     """What a generation record says about the model that made it: backend, model id with its
-    Hub commit (from the loaded config when there is one) or local content hash, dtype, device."""
+    Hub commit (from the loaded config when there is one) or local content hash, dtype, device
+    and the CPU threads (on a CPU, float sums round differently with another count)."""
+    import torch
+
     from . import provenance
 
     name = model or DEFAULT_MODEL
@@ -253,7 +256,7 @@ def loaded_provenance(backend: str, model: str | None, model_args: dict[str, Any
     if lm is not None:
         dtype, device = str(lm.dtype).removeprefix("torch."), str(lm.device)
     return {"backend": backend, "model": identity, "dtype": dtype,
-            "device": provenance.device_name(device or "cpu")}
+            "device": provenance.device_name(device or "cpu"), "threads": torch.get_num_threads()}
 
 
 def fetch_adapter(source: str) -> str:

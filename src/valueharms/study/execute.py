@@ -9,19 +9,24 @@ from pathlib import Path
 
 from .. import console, profile, provenance
 from ..files import atomic_write_text, versions
+from ..remote import OPENAI_KEY_ENV, PERSPECTIVE_KEY_ENV
 from .plan import MANIFEST, Step, outputs, plan
 from .spec import Study
 from .steps import CACHE_FILE, RUNNERS, STEP_CACHE
 
 
-def run_step(step: Step, study: Study, progress: bool = False, label: str | None = None,
-             verbose: bool = False) -> str:
-    """Run one step in its own folder; the manifest, written last, marks it done. What the
-    step prints goes to its log.txt (``verbose``: to the terminal too); ``label``, when
-    given, is printed as the step starts and names its progress bar."""
+def run_step(step: Step, study: Study, threads: int, progress: bool = False,
+             label: str | None = None, verbose: bool = False) -> str:
+    """Run one step in its own folder with ``threads`` CPU threads (:func:`step_threads`);
+    the manifest, written last, marks it done. What the step prints goes to its log.txt
+    (``verbose``: to the terminal too); ``label``, when given, is printed as the step starts
+    and names its progress bar."""
+    import torch
+
     out = step.out_dir(study)
     if step.done(study):
         return step.id
+    torch.set_num_threads(threads)
     if (out / MANIFEST).exists():  # its outputs went missing: no longer a record of them
         say(f"{step.id}: outputs missing or changed since its {MANIFEST} was written; "
             f"running the step again")
@@ -41,7 +46,8 @@ def run_step(step: Step, study: Study, progress: bool = False, label: str | None
                           json.dumps({"step": step.id, **timer.summary(time.time() - start)}, indent=1))
     manifest = {"step": step.id, "kind": step.kind, "config": step.config, "deps": list(step.deps),
                 "seed": study.seed, "versions": versions(), "started": start,
-                "seconds": round(time.time() - start, 3), "outputs": outputs(out),
+                "seconds": round(time.time() - start, 3), "threads": threads,
+                "outputs": outputs(out),
                 "study_sha256": provenance.file_sha256(study.path),
                 "environment": provenance.environment()}
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1, default=str))
@@ -60,11 +66,23 @@ def run_local(study: Study, verbose: bool = False) -> None:
     todo = [s for s in steps if not s.done(study)]
     done = len(steps) - len(todo)
     say(f"{study.name}: {len(steps)} steps, {done} already done")
+    threads = step_threads(study)
     for n, step in enumerate(todo, done + 1):
         start = time.time()
         label = f"[{n}/{len(steps)}] {step.id}"
-        run_step(step, study, progress=True, label=label, verbose=verbose)
+        run_step(step, study, threads, progress=True, label=label, verbose=verbose)
         say(f"\r{label} done in {time.time() - start:.1f} s")
+
+
+def step_threads(study: Study) -> int:
+    """The CPU threads every step runs with: ``[study] threads``, else what this process (the
+    driver) has, i.e. torch's default or $OMP_NUM_THREADS. Decided here, not in the step's
+    process, because Ray starts its workers with one thread (OMP_NUM_THREADS=1) and float
+    sums split over a different number of threads round differently: trained adapters, and so
+    every generation after them, would differ from a local run's."""
+    import torch
+
+    return study.threads or torch.get_num_threads()
 
 
 def say(message: str) -> None:
@@ -72,32 +90,47 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-# Passed to Ray workers through the task's runtime_env (workers on other nodes do not inherit
-# the driver's environment); the values are never written to a file or a log by valueharms.
+# Settings a Ray worker needs from the driver (workers on other nodes do not inherit its
+# environment): passed in the task's runtime_env.
 FORWARDED_PREFIXES = ("VALUEHARMS_",)
-FORWARDED = ("HF_TOKEN", "HF_HOME", "HF_HUB_OFFLINE", "OPENAI_API_KEY", "PERSPECTIVE_API_KEY")
+FORWARDED = ("HF_HOME", "HF_HUB_OFFLINE")
+# Secrets travel as a task argument instead, set in the worker's environment for the step:
+# Ray logs every runtime_env in plain text (runtime_env_agent.log on each node, and the state
+# API shows it), so a key in the runtime_env would end up in a file.
+SECRETS = ("HF_TOKEN", OPENAI_KEY_ENV, PERSPECTIVE_KEY_ENV)
 
 
-def ray_env(study: Study) -> dict[str, str]:
-    """The environment variables a remote step needs: VALUEHARMS_*, the Hub token and the API
-    keys (those the study names too), as set in the driver."""
-    names = set(FORWARDED) | set(study.required_keys())
+def ray_env(study: Study, threads: int) -> dict[str, str]:
+    """The runtime_env variables of a remote step: VALUEHARMS_* and the Hub settings as set in
+    the driver; OMP_NUM_THREADS as the step's ``threads`` (Ray would set 1), for the libraries
+    that read it when they load. No secrets (:func:`ray_secrets`)."""
     env = {k: v for k, v in os.environ.items()
-           if k in names or k.startswith(FORWARDED_PREFIXES)}
+           if k in FORWARDED or k.startswith(FORWARDED_PREFIXES)}
     env[STEP_CACHE] = "1"
+    env["OMP_NUM_THREADS"] = str(threads)
     return env
 
 
-def step_resources(step: Step, gpus: dict[str, float], cluster_gpus: float) -> dict:
+def ray_secrets(study: Study) -> dict[str, str]:
+    """The Hub token and the API keys (those the study's scorers name too) set in the driver,
+    for :func:`_ray_task` to put in the worker's environment. valueharms never writes them to
+    a file or a log."""
+    names = set(SECRETS) | set(study.required_keys())
+    return {k: v for k, v in os.environ.items() if k in names}
+
+
+def step_resources(step: Step, gpus: dict[str, float], cluster_gpus: float,
+                   cpus: float = 1) -> dict:
     """Ray options for one step: its kind's GPUs (``[ray] gpus``; 1 for GPU steps by default)
-    when the cluster has GPUs, else one CPU."""
+    when the cluster has GPUs, else ``cpus`` CPUs (its threads, at most a node's CPUs)."""
     wanted = gpus.get(step.kind, 1 if step.gpu else 0)
-    return {"num_gpus": wanted} if wanted and cluster_gpus else {"num_cpus": 1}
+    return {"num_gpus": wanted} if wanted and cluster_gpus else {"num_cpus": cpus}
 
 
 def run_ray(study: Study, address: str | None = None, verbose: bool = False) -> None:
-    """The same steps as Ray tasks. API keys and VALUEHARMS_* reach the workers through the
-    runtime_env; each step's output goes to its log.txt (``verbose``: shown here too). Each
+    """The same steps as Ray tasks, with the driver's CPU thread count. VALUEHARMS_* reach the
+    workers through the runtime_env, API keys as a task argument; each step's output goes to
+    its log.txt (``verbose``: shown here too). Each
     score step caches into its own folder, merged into the driver's cache when it finishes
     (SQLite must not be shared across nodes over a network file system)."""
     import ray
@@ -108,8 +141,13 @@ def run_ray(study: Study, address: str | None = None, verbose: bool = False) -> 
         ray.init(address=address or os.environ.get("RAY_ADDRESS"), log_to_driver=verbose,
                  include_dashboard=False)
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    threads = step_threads(study)
+    # A step claims a CPU per thread, so Ray runs no more of them at once than a node has cores;
+    # never more than the largest node has (the task could not be placed at all).
+    cpus = min(threads, max(n["Resources"].get("CPU", 1) for n in ray.nodes() if n["Alive"]))
     remote = ray.remote(_ray_task)
-    env = {"env_vars": ray_env(study)}
+    env = {"env_vars": ray_env(study, threads)}
+    secrets = ray_secrets(study)  # an argument: in the task's message, not in its runtime_env
     gpus = study.ray.gpus
     refs: dict[str, object] = {}
     steps = {step.id: step for step in plan(study)}
@@ -118,8 +156,9 @@ def run_ray(study: Study, address: str | None = None, verbose: bool = False) -> 
             continue
         deps = [refs[d] for d in step.deps if d in refs]
         refs[step.id] = remote.options(name=step.id, runtime_env=env,
-                                       **step_resources(step, gpus, cluster_gpus)
-                                       ).remote(step, study, verbose, *deps)
+                                       **step_resources(step, gpus, cluster_gpus, cpus)
+                                       ).remote(step, study, threads, secrets, verbose,
+                                                *deps)
     pending, names = list(refs.values()), {ref: sid for sid, ref in refs.items()}
     say(f"{study.name}: {len(pending)} steps submitted to Ray ({cluster_gpus:g} GPUs in the "
         f"cluster)")
@@ -136,9 +175,21 @@ def run_ray(study: Study, address: str | None = None, verbose: bool = False) -> 
             say(f"[{len(refs) - len(pending)}/{len(refs)}] {step.id} done")
 
 
-def _ray_task(step: Step, study: Study, verbose: bool, *_deps: str) -> str:
+def _ray_task(step: Step, study: Study, threads: int, secrets: dict[str, str], verbose: bool,
+              *_deps: str) -> str:
     # Ray resolves the dependency refs before calling, so the inputs exist on shared storage.
-    return run_step(step, study, progress=True, verbose=verbose)  # bars: the worker's own stderr
+    # The keys are in this worker's environment for this step only (Ray reuses workers).
+    before = {k: os.environ.get(k) for k in secrets}
+    os.environ.update(secrets)
+    try:
+        return run_step(step, study, threads, progress=True,
+                        verbose=verbose)  # bars: the worker's own stderr
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def report_path(study: Study) -> Path:

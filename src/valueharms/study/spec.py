@@ -49,6 +49,10 @@ class StudySection(Options):
     data_dir: str | None = Field(None, description="directory with the data files (searched "
                                  "before $VALUEHARMS_DATA, ./data and ../shared/data)")
     device: str | None = Field(None, description="hf: cpu, cuda, cuda:1 ...")
+    threads: int | None = Field(None, ge=1, description="CPU threads of every step (torch, "
+                                "OpenMP); default: what the process running `valueharms "
+                                "run` has (torch's default, or $OMP_NUM_THREADS), on Ray "
+                                "too. CPU results depend on it")
     model_args: dict[str, Any] = Field(default_factory=dict, description="model loading "
                                        "options, as --model-arg (e.g. dtype, revision, "
                                        "max_loras); each backend takes the keys it knows")
@@ -131,6 +135,7 @@ class Study:
     model_args: dict[str, Any] = field(default_factory=dict)
     adapters: dict[str, str] = field(default_factory=dict)  # name -> local path or hub id
     ray: RaySection = field(default_factory=RaySection)
+    threads: int | None = None  # [study] threads; None: the driver's (execute.step_threads)
 
     def system_keys(self) -> list[str]:
         """Every system under test, mitigations included, in a stable order."""
@@ -190,7 +195,7 @@ def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Study:
         decoding=parsed.decoding, generation=parsed.generation,
         analysis=_analysis(path, parsed.analysis), models=s.models,
         model_args=dict(s.model_args), adapters=_adapters(path, parsed.systems.adapters),
-        ray=parsed.ray)
+        ray=parsed.ray, threads=s.threads)
     if s.models and "model" in s.model_fields_set:
         raise InputError(f"{path}: [study] model and models: give one or the other")
     _check_model_args(path, study)
