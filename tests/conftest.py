@@ -3,6 +3,7 @@ cache, the CLI as a subprocess, tiny models."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -40,7 +41,16 @@ def pytest_configure(config: pytest.Config) -> None:
         (cache / "models").symlink_to(config.cache.mkdir("valueharms-models"))
     os.environ["VALUEHARMS_CACHE"] = str(cache)
     os.environ["VALUEHARMS_DATA"] = str(DATA)
+    os.environ["MPLCONFIGDIR"] = str(cache / "matplotlib")  # else ~/.config and ~/.cache
     os.environ.pop("VALUEHARMS_MIRROR", None)  # a developer's mirror must not feed the tests
+    # Ray: tests start their own instances, never join a developer's cluster. Its token
+    # authentication (on by default for a new instance) would read, or create,
+    # ~/.ray/auth_token; a token in the environment keeps it out of the home folder. The mode
+    # is set too: clients such as `ray status` only send a token in token mode.
+    os.environ.pop("RAY_ADDRESS", None)
+    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -338,7 +338,8 @@ def sections(result: analyze.Analysis, measured: dict[str, Profile]) -> list[Sec
     for k, (name, frame) in enumerate(result.categories.items()):
         bench, metric, scorer = _split_label(name)
         rows = cats[(cats["benchmark"] == bench) & (cats["metric"] == metric) & (cats["scorer"] == scorer)]
-        figures.append(category_bars(rows, name, f"categories-{k}"))
+        if rows["value"].notna().any():  # no bars when no answer was scored (all unparsed)
+            figures.append(category_bars(rows, name, f"categories-{k}"))
         frames.append({"title": name, "frame": frame})
     if figures:
         out.append(Section("categories", "Harm by category", "", figures, frames))
