@@ -41,7 +41,10 @@ def pytest_configure(config: pytest.Config) -> None:
         (cache / "models").symlink_to(config.cache.mkdir("valueharms-models"))
     os.environ["VALUEHARMS_CACHE"] = str(cache)
     os.environ["VALUEHARMS_DATA"] = str(DATA)
-    os.environ["MPLCONFIGDIR"] = str(cache / "matplotlib")  # else ~/.config and ~/.cache
+    # Libraries that keep a config folder in the home folder otherwise (the report's figures,
+    # Keras 3 of offline-toxicity).
+    os.environ["MPLCONFIGDIR"] = str(cache / "matplotlib")
+    os.environ["KERAS_HOME"] = str(cache / "keras")
     os.environ.pop("VALUEHARMS_MIRROR", None)  # a developer's mirror must not feed the tests
     # Ray: tests start their own instances, never join a developer's cluster. Its token
     # authentication (on by default for a new instance) would read, or create,
