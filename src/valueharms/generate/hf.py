@@ -31,6 +31,7 @@ from transformers import (
     TemperatureLogitsWarper,
     TopPLogitsWarper,
 )
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .. import chat, models, profile, prompts
 from ..errors import InputError
@@ -42,6 +43,9 @@ BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 MIN_PREFIX = 16  # a shared start shorter than this is not worth a forward pass of its own
 TOKEN_BUDGET = 8192  # default rows x longest prompt tokens per batch
 PREFIX_MEMO = 64  # computed prefixes kept (KV of a 400-token prefix of the 135M model: ~18 MB)
+# The KV cache's name in model outputs and ``generate``'s arguments: ``past_key_values`` until
+# transformers 5.2x renamed it ``cache`` (both in use: 5.17 on a GPU image, 5.19 beside vLLM).
+CACHE = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 def _common(a: list[int], b: list[int]) -> int:
@@ -229,7 +233,7 @@ class HFBackend:
                 out = self.lm(input_ids=tokens, use_cache=True)
             else:
                 out = self.peft(input_ids=tokens, use_cache=True, adapter_names=[name])
-        kv = [(layer.keys, layer.values) for layer in out.cache.layers]
+        kv = [(layer.keys, layer.values) for layer in getattr(out, CACHE).layers]
         self._prefixes[key] = kv
         if len(self._prefixes) > PREFIX_MEMO:
             self._prefixes.popitem(last=False)
@@ -263,7 +267,7 @@ class HFBackend:
                 keys[row, :, width - c:] = k[0]
                 values[row, :, width - c:] = v[0]
         return {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device),
-                "cache": DynamicCache(ddp_cache_data=layers)}
+                CACHE: DynamicCache(ddp_cache_data=layers)}
 
     def _batch(self, requests: list[GenRequest], decoding: Decoding) -> list[str]:
         names = [self.adapter_name(r.adapter) if r.adapter else BASE for r in requests]
