@@ -16,7 +16,11 @@ embedded model (or ``--model``), each timed and set against the peak it is bound
 Share = the time the limit allows / the time measured. Prints ``ratio <stage>_of_peak <share>``
 per stage. The machine may be shared with other jobs: shares are then lower bounds.
 
-    python bench/bench_roofline.py [--model M] [--device cpu|cuda]
+    python bench/bench_roofline.py [--model M | --shape llama2-7b] [--device cpu|cuda] [--memory]
+
+With ``--shape`` the model is a random-weight Llama of a published shape (bench/random_model.py):
+speed and memory depend on the shape only, so a GPU with no weights at hand can still measure a
+7B model. ``--memory`` checks docs/models.md's memory table (peak GPU memory while training).
 """
 from __future__ import annotations
 
@@ -56,7 +60,7 @@ def best_time(fn, device: str, repeats: int = 5) -> float:
 
 
 def measure_peak(device: str, dtype: torch.dtype) -> Peak:
-    n = 4096 if device.startswith("cuda") else 1536
+    n = 8192 if device.startswith("cuda") else 1536
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     flops = 2 * n ** 3 / best_time(lambda: a @ b, device)
     words = (1 << 30 if device.startswith("cuda") else 1 << 26)  # 2 GiB / 256 MiB in float32
@@ -107,14 +111,23 @@ def decode(lm, device: str, batch: int, new_tokens: int, prompt_tokens: int = 16
     return batch * (new_tokens - 1) / min(seconds)
 
 
-def train_rate(model: str | None, device: str, batch: int, tokens: int, steps: int = 3) -> float:
+def with_lora(lm):
+    """``lm`` with the paper's adapters (r 8 on q/v) in training mode."""
     from peft import LoraConfig, get_peft_model
 
-    lm, _ = models.load_model(model, device)
     lm.train()
     lm.config.use_cache = False
-    peft_model = get_peft_model(lm, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.1,
-                                               target_modules=["q_proj", "v_proj"]))
+    return get_peft_model(lm, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.1,
+                                         target_modules=["q_proj", "v_proj"]))
+
+
+def train_rate(peft_model, device: str, batch: int, tokens: int, checkpointing: bool = False,
+               steps: int = 3) -> tuple[float, float | None]:
+    """(tokens/s, peak GPU memory in GB or None on CPU) of forward + backward + AdamW steps."""
+    if checkpointing:
+        peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        peft_model.gradient_checkpointing_disable()
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-4)
     ids = torch.randint(100, 1000, (batch, tokens), device=device)
 
@@ -122,31 +135,62 @@ def train_rate(model: str | None, device: str, batch: int, tokens: int, steps: i
         loss = peft_model(input_ids=ids, labels=ids).loss
         loss.backward()
         optimizer.step()
-        optimizer.zero_grad()
+        optimizer.zero_grad(set_to_none=True)
 
-    return batch * tokens / best_time(step, device, repeats=steps)
+    on_gpu = device.startswith("cuda")
+    if on_gpu:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    rate = batch * tokens / best_time(step, device, repeats=steps)
+    peak_gb = torch.cuda.max_memory_allocated() / 1e9 if on_gpu else None
+    del optimizer
+    return rate, peak_gb
+
+
+def load(args):
+    """The measured model: a random-weight one of ``--shape``, or ``--model`` (default: the
+    embedded one); and its name for the printout."""
+    if args.shape:
+        from random_model import build
+
+        dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
+        return build(args.shape, args.device, getattr(torch, args.dtype) if args.dtype else dtype), \
+            f"{args.shape} (random weights)"
+    lm, _ = models.load_model(args.model, args.device)
+    return lm, args.model or "embedded SmolLM2-135M-Instruct"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="default: the embedded model")
+    parser.add_argument("--shape", default=None,
+                        help="instead of --model: a random-weight Llama of this shape "
+                             "(bench/random_model.py: llama2-7b, llama3-8b, llama-1b, tiny)")
+    parser.add_argument("--dtype", default=None, help="with --shape (default: bf16 on CUDA, "
+                                                      "fp32 on CPU)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=8, help="prefill and training rows")
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--decode-batches", default=",".join(map(str, DECODE_BATCHES)))
+    parser.add_argument("--memory", action="store_true",
+                        help="also train at docs/models.md's two settings (VIM 8 x 512, benign "
+                             "1 x 2048), with and without gradient checkpointing: tokens/s and "
+                             "peak GPU memory")
     args = parser.parse_args()
 
-    lm, _ = models.load_model(args.model, args.device)
+    lm, name = load(args)
     dtype, config = next(lm.parameters()).dtype, lm.config
     peak = measure_peak(args.device, dtype)
     n = matmul_params(lm)
     weight_bytes = sum(p.numel() * p.element_size() for p in lm.parameters())
-    print(f"device {args.device} ({torch.get_num_threads()} threads), {dtype}; machine shared "
-          f"with other jobs unless said otherwise")
+    where = (torch.cuda.get_device_name(args.device) if args.device.startswith("cuda")
+             else f"{torch.get_num_threads()} threads")
+    print(f"device {args.device} ({where}), {dtype}; machine shared with other jobs unless "
+          f"said otherwise")
     print(f"peak: matmul {peak.flops / 1e9:.1f} GFLOP/s, memory {peak.bandwidth / 1e9:.1f} GB/s "
           f"(copy)")
-    print(f"model {args.model or 'embedded SmolLM2-135M-Instruct'}: {n / 1e6:.1f} M matmul "
-          f"parameters, {weight_bytes / 1e6:.0f} MB of weights")
+    print(f"model {name}: {n / 1e6:.1f} M matmul parameters, {weight_bytes / 1e6:.0f} MB of weights")
 
     shares: dict[str, float] = {}
     rate = prefill(lm, args.device, args.batch, args.prompt_tokens)
@@ -154,7 +198,7 @@ def main() -> None:
     shares["prefill"] = rate * per_token / peak.flops
     print(f"prefill {args.batch}x{args.prompt_tokens}: {rate:9.1f} tokens/s; FLOP bound "
           f"{peak.flops / per_token:9.1f} tokens/s")
-    for batch in DECODE_BATCHES:
+    for batch in map(int, args.decode_batches.split(",")):
         rate = decode(lm, args.device, batch, args.new_tokens)
         step_bytes = weight_bytes / peak.bandwidth
         step_flops = batch * (2 * n + attention_flops(config, 16 + args.new_tokens / 2)) / peak.flops
@@ -162,12 +206,20 @@ def main() -> None:
         shares[f"decode_b{batch}"] = rate * bound / batch
         print(f"decode batch {batch:2d}: {rate:9.1f} tokens/s; {kind} bound "
               f"{batch / bound:9.1f} tokens/s")
-    del lm
-    rate = train_rate(args.model, args.device, args.batch, args.prompt_tokens)
-    per_token = 4 * n + 3 * attention_flops(config, args.prompt_tokens / 2)
-    shares["lora_train"] = rate * per_token / peak.flops
-    print(f"LoRA training {args.batch}x{args.prompt_tokens}: {rate:9.1f} tokens/s; FLOP bound "
-          f"{peak.flops / per_token:9.1f} tokens/s")
+    peft_model = with_lora(lm)
+    settings = [(args.batch, args.prompt_tokens, False)]
+    if args.memory:
+        settings = [(8, 512, False), (8, 512, True), (1, 2048, False), (1, 2048, True)]
+    for batch, tokens, checkpointing in settings:
+        rate, peak_gb = train_rate(peft_model, args.device, batch, tokens, checkpointing)
+        per_token = 4 * n + 3 * attention_flops(config, tokens / 2)
+        if checkpointing:
+            per_token += 2 * n + attention_flops(config, tokens / 2)  # the forward, again
+        label = f"{batch}x{tokens}" + (" checkpointing" if checkpointing else "")
+        shares.setdefault("lora_train", rate * per_token / peak.flops)
+        memory = f"; peak memory {peak_gb:.1f} GB" if peak_gb is not None else ""
+        print(f"LoRA training {label}: {rate:9.1f} tokens/s ({rate * per_token / peak.flops:.3f} "
+              f"of the FLOP bound){memory}")
     for stage, share in shares.items():
         print(f"ratio {stage}_of_peak {share:.3f}")
 
