@@ -143,7 +143,6 @@ def train_rate(peft_model, device: str, batch: int, tokens: int, checkpointing: 
         torch.cuda.reset_peak_memory_stats()
     rate = batch * tokens / best_time(step, device, repeats=steps)
     peak_gb = torch.cuda.max_memory_allocated() / 1e9 if on_gpu else None
-    del optimizer
     return rate, peak_gb
 
 
