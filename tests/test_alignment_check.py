@@ -11,8 +11,9 @@ import pytest
 from valueharms import targets
 from valueharms.align import check
 from valueharms.align.vim_data import build_vim
+from valueharms.analyze import intervals
 from valueharms.generate.hf import HFBackend
-from valueharms.values import VALUES
+from valueharms.values import VALUES, Profile
 
 TARGET = targets.find("Pow")  # Power 6, every other value 1
 
@@ -107,6 +108,55 @@ def test_answers_average_per_value_and_unparsed_ones_are_counted_not_guessed():
     assert row.metrics.pearson_r is None  # two values are too few for a shape
 
 
+# ----------------------------------------------------------------------------- intervals
+
+def test_intervals_cover_the_known_profile_metrics_about_95_percent():
+    """A questionnaire of 50 items per value whose answers scatter (sd 1) around known means:
+    over repeated draws each metric's interval holds the metrics of the known means."""
+    target = Profile("t", (5.0, 4.5, 4.0, 3.5, 3.0, 2.5, 2.0, 3.2, 4.2, 5.2))
+    true = np.array([4.1, 3.0, 3.6, 4.4, 2.1, 3.3, 2.6, 3.9, 2.8, 4.7])
+    truth = check.compare(list(true), target.scores)
+    rng = np.random.default_rng(1)
+    draws, covered = 300, dict.fromkeys(check.METRIC_FIELDS, 0)
+    for _ in range(draws):
+        row = check.measure("s", target, answers({v: list(mu + rng.normal(0, 1.0, 50))
+                                                  for v, mu in zip(VALUES, true)}),
+                            "pvq40", "expected")
+        for name in covered:
+            low, high = row.bounds[name]
+            covered[name] += low <= getattr(truth, name) <= high
+    # NMSE is biased upwards by the answers' noise (sd^2 / items per value), which a
+    # percentile interval does not remove: with 3-6 items per value it covers less than this.
+    assert all(0.90 <= n / draws <= 0.99 for n in covered.values()), covered
+
+
+def test_arguments_are_resampled_whole_and_questionnaire_items_within_their_value():
+    # argument 1 measures two values with one answer; resampled, its answers stay together
+    items = answers({"Power": [6.0, 2.0, 4.0], "Security": [1.0, 3.0]})
+    shared = [check.Answer(check.Item(1, "Security", "q1"), None, None, 6.0)]
+    profiles = check.resampled_profiles(items + shared, within_values=False, resamples=200)
+    drawn = intervals.unit_weights(5, 200, np.random.default_rng(0))  # units 1..5 in order
+    with np.errstate(invalid="ignore"):  # a resample without a value's units: NaN, as ours
+        power = (drawn[:, :3] @ [6.0, 2.0, 4.0]) / drawn[:, :3].sum(1)
+        security = (drawn[:, 3:] @ [1.0, 3.0] + drawn[:, 0] * 6.0) / (drawn[:, 3:].sum(1) + drawn[:, 0])
+    assert np.allclose(profiles[:, VALUES.index("Power")], power, equal_nan=True)
+    assert np.allclose(profiles[:, VALUES.index("Security")], security, equal_nan=True)
+    # within values: every resample keeps 3 Power and 2 Security items, so never a gap
+    within = check.resampled_profiles(items, within_values=True, resamples=200)
+    assert not np.isnan(within[:, [VALUES.index("Power"), VALUES.index("Security")]]).any()
+
+
+def test_a_constant_answer_has_an_empty_interval_never_zero():
+    row = check.measure("s", TARGET, answers({v: [3.0, 3.0, 3.0] for v in VALUES}), "pvq40",
+                        "expected")
+    assert row.bounds["pearson_r"] == (None, None) == row.bounds["spearman_rho"]
+    assert row.bounds["nmse"] == (pytest.approx(row.nmse), pytest.approx(row.nmse))
+    cells = next(csv.DictReader(check.table_csv([row]).splitlines()))
+    assert [cells[f"pearson_r{end}"] for end in ("", "_low", "_high")] == ["", "", ""]
+    assert float(cells["nmse_low"]) <= float(cells["nmse"]) <= float(cells["nmse_high"])
+    assert "pearson_r n/a" in check.describe(row) and "nmse 0." in check.describe(row)
+
+
 # ----------------------------------------------------------------------------- readings
 
 @pytest.fixture(scope="module")
@@ -172,6 +222,7 @@ def test_cli_pvq40_likelihood_on_the_embedded_model_writes_three_files(cli, tmp_
     measured = targets.read_profiles(out / "measured_profiles.csv")
     assert [p.name for p in measured] == ["vanilla"]
     assert "nmse" in result.stdout and "pearson_r" in result.stdout
+    assert all(float(r["nmse_low"]) <= float(r["nmse"]) <= float(r["nmse_high"]) for r in table)
 
 
 @pytest.mark.slow
@@ -185,3 +236,5 @@ def test_cli_arguments_instrument_with_prompting_on_a_tiny_model(cli, tiny_model
     assert len({x["item"] for x in lines}) == 5 and all(x["system"] == "prompt:Pow" for x in lines)
     table = list(csv.DictReader((tmp_path / "out" / "alignment.csv").open()))
     assert int(table[0]["n_items"]) == len(lines) and table[0]["instrument"] == "arguments"
+    low, value, high = (float(table[0][f"nmse{end}"]) for end in ("_low", "", "_high"))
+    assert low <= value <= high

@@ -28,13 +28,15 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .. import sources
+from ..analyze import intervals
 from ..chat import render_prompt, template
 from ..config import ALIGNMENT_METHODS, INSTRUMENTS
 from ..errors import InputError
@@ -195,6 +197,9 @@ def _read(logprobs: Sequence[float], method: str) -> tuple[tuple[float, ...], fl
 
 # --------------------------------------------------------------------------- measuring
 
+METRIC_FIELDS = ("nmse", "nmse_centered", "pearson_r", "spearman_rho")
+
+
 @dataclass(frozen=True)
 class Metrics:
     nmse: float | None
@@ -205,30 +210,93 @@ class Metrics:
 
 def compare(measured: Sequence[float | None], target: Sequence[float]) -> Metrics:
     """The four metrics over the values that have a measured score (see the module doc)."""
-    from scipy import stats
+    row = np.array([np.nan if m is None else m for m in measured], dtype=np.float64)
+    found = profile_metrics(row[None, :], np.asarray(target, dtype=np.float64))
+    return Metrics(*(None if np.isnan(found[k][0]) else float(found[k][0]) for k in METRIC_FIELDS))
 
-    pairs = [(m, t) for m, t in zip(measured, target) if m is not None]
-    if not pairs:
-        return Metrics(None, None, None, None)
-    m, t = (np.array(x, dtype=np.float64) for x in zip(*pairs))
-    nmse = float(np.mean(((m - t) / SPAN) ** 2))
-    centered = float(np.mean((((m - m.mean()) - (t - t.mean())) / SPAN) ** 2))
-    if len(m) < 3 or np.ptp(m) == 0 or np.ptp(t) == 0:  # r is undefined, not 0
-        return Metrics(nmse, centered, None, None)
-    return Metrics(nmse, centered, float(stats.pearsonr(m, t).statistic),
-                   float(stats.spearmanr(m, t).statistic))
+
+def profile_metrics(measured: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+    """The four metrics of every row of ``measured`` (profiles x values; NaN: no answer for a
+    value, left out) against one ``target``, vectorised: one array per metric, NaN where
+    undefined (no values; r and rho under 3 values or with a constant profile)."""
+    from scipy.stats import rankdata
+
+    t = np.where(np.isnan(measured), np.nan, target)  # each row compares its own values
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row is undefined: NaN
+        nmse = np.nanmean(((measured - t) / SPAN) ** 2, axis=1)
+        centred = np.nanmean((((measured - np.nanmean(measured, axis=1, keepdims=True))
+                               - (t - np.nanmean(t, axis=1, keepdims=True))) / SPAN) ** 2, axis=1)
+        shaped = ((np.sum(~np.isnan(measured), axis=1) >= 3) & (_spread(measured) > 0)
+                  & (_spread(t) > 0))  # r is undefined, not 0, for a flat profile
+        r = np.where(shaped, _pearson(measured, t), np.nan)
+        rho = np.where(shaped, _pearson(rankdata(measured, axis=1, nan_policy="omit"),
+                                        rankdata(t, axis=1, nan_policy="omit")), np.nan)
+    return {"nmse": nmse, "nmse_centered": centred, "pearson_r": r, "spearman_rho": rho}
+
+
+def _spread(x: np.ndarray) -> np.ndarray:
+    return np.nanmax(x, axis=1) - np.nanmin(x, axis=1)
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson r of each row pair, NaN entries left out (they are NaN in both)."""
+    x = x - np.nanmean(x, axis=1, keepdims=True)
+    y = y - np.nanmean(y, axis=1, keepdims=True)
+    return np.nansum(x * y, axis=1) / np.sqrt(np.nansum(x * x, axis=1) * np.nansum(y * y, axis=1))
+
+
+def _per_unit(answers: Sequence[Answer], unit) -> tuple[np.ndarray, np.ndarray, list]:
+    """Answer sums and answered counts per (unit, value) (units x values), and each unit's
+    key; ``unit(item)`` names the unit an item belongs to."""
+    keys = list(dict.fromkeys(unit(a.item) for a in answers))
+    row = {k: n for n, k in enumerate(keys)}
+    sums, counts = np.zeros((len(keys), len(VALUES))), np.zeros((len(keys), len(VALUES)))
+    for a in answers:
+        if a.score is not None:
+            at = (row[unit(a.item)], VALUES.index(a.item.value))
+            sums[at] += a.score
+            counts[at] += 1
+    return sums, counts, keys
 
 
 def mean_per_value(answers: Iterable[Answer]) -> tuple[tuple[float | None, ...], tuple[int, ...]]:
     """(mean answer, answered items) per value; None where no item of a value was answered."""
-    sums, counts = np.zeros(len(VALUES)), np.zeros(len(VALUES), dtype=int)
-    for a in answers:
-        if a.score is not None:
-            v = VALUES.index(a.item.value)
-            sums[v] += a.score
-            counts[v] += 1
-    return (tuple(float(s / c) if c else None for s, c in zip(sums, counts)),
-            tuple(int(c) for c in counts))
+    sums, counts, _ = _per_unit(list(answers), lambda item: item.key)
+    return (tuple(float(s / c) if c else None for s, c in zip(sums.sum(0), counts.sum(0))),
+            tuple(int(c) for c in counts.sum(0)))
+
+
+def resampled_profiles(answers: Sequence[Answer], within_values: bool,
+                       resamples: int = intervals.RESAMPLES, seed: int = 0) -> np.ndarray:
+    """Measured profiles of bootstrap resamples of the items (resamples x values; NaN where a
+    resample holds no answer for a value). ``within_values``: each value's items are drawn
+    from that value's items (a questionnaire's fixed items per value); else whole items by
+    number (an argument with several values stays one unit: it was asked once)."""
+    unit = (lambda item: item.key) if within_values else (lambda item: item.number)
+    sums, counts, keys = _per_unit(answers, unit)
+    strata = [VALUES.index(k[1]) if within_values else 0 for k in keys]
+    rng = np.random.default_rng(seed)  # one seed: systems asked the same items are paired
+    weights = np.zeros((resamples, len(keys)))
+    for stratum in dict.fromkeys(strata):
+        columns = [n for n, s in enumerate(strata) if s == stratum]
+        weights[:, columns] = intervals.unit_weights(len(columns), resamples, rng)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (weights @ sums) / (weights @ counts)
+
+
+def metric_intervals(answers: Sequence[Answer], target: Profile, within_values: bool,
+                     point: Metrics, seed: int = 0) -> dict[str, tuple[float | None, float | None]]:
+    """95 % percentile-bootstrap interval of each metric, items resampled (see
+    ``resampled_profiles``); empty where the metric itself is undefined."""
+    found = profile_metrics(resampled_profiles(answers, within_values, seed=seed),
+                            np.asarray(target.scores, dtype=np.float64))
+    out: dict[str, tuple[float | None, float | None]] = {}
+    for name in METRIC_FIELDS:
+        low, high = intervals.percentile_interval(found[name])
+        defined = getattr(point, name) is not None and not np.isnan(low)
+        out[name] = (float(low), float(high)) if defined else (None, None)
+    return out
 
 
 @dataclass(frozen=True)
@@ -243,6 +311,8 @@ class Alignment:
     counts: tuple[int, ...]  # answered items per value
     n_items: int
     n_unparsed: int
+    # metric -> its 95 % interval (items resampled, see metric_intervals); (None, None): none
+    bounds: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
     @property
     def metrics(self) -> Metrics:
@@ -251,6 +321,11 @@ class Alignment:
     @property
     def nmse(self) -> float | None:
         return self.metrics.nmse
+
+    def cell(self, metric: str, spec: str = ".3g") -> str:
+        """``value [low, high]`` of one metric ("" when undefined)."""
+        return intervals.cell(getattr(self.metrics, metric), *self.bounds.get(metric, (None, None)),
+                              spec)
 
     @property
     def missing(self) -> tuple[str, ...]:
@@ -261,11 +336,15 @@ class Alignment:
         return {"system": self.system, "target": self.target.name,
                 "instrument": self.instrument, "method": self.method, "n_items": self.n_items,
                 "n_unparsed": self.n_unparsed,
-                **{k: _cell(getattr(metrics, k)) for k in METRIC_FIELDS},
+                **{c: _cell(x) for k in METRIC_FIELDS
+                   for c, x in zip(_with_bounds(k), (getattr(metrics, k),
+                                                      *self.bounds.get(k, (None, None))))},
                 **{v: _cell(m, 4) for v, m in zip(VALUES, self.measured)}}
 
 
-METRIC_FIELDS = ("nmse", "nmse_centered", "pearson_r", "spearman_rho")
+def _with_bounds(metric: str) -> tuple[str, str, str]:
+    """A metric's column and its interval's: nmse, nmse_low, nmse_high."""
+    return (metric, f"{metric}_low", f"{metric}_high")
 
 
 def _cell(x: float | None, digits: int = 6) -> float | str:
@@ -274,10 +353,13 @@ def _cell(x: float | None, digits: int = 6) -> float | str:
 
 def measure(system: str, target: Profile, answers: Sequence[Answer], instrument: str,
             method: str) -> Alignment:
-    """Compare ``system``'s answers with ``target``."""
+    """Compare ``system``'s answers with ``target``, with the metrics' intervals: items drawn
+    within each value for a questionnaire, whole arguments for ``arguments``."""
     measured, counts = mean_per_value(answers)
+    point = compare(measured, target.scores)
+    bounds = metric_intervals(answers, target, instrument != "arguments", point)
     return Alignment(system, target, instrument, method, measured, counts, len(answers),
-                     sum(a.score is None for a in answers))
+                     sum(a.score is None for a in answers), bounds)
 
 
 # --------------------------------------------------------------------------- the whole check
@@ -342,7 +424,7 @@ def table_csv(rows: Sequence[Alignment]) -> str:
     """alignment.csv: one row per system x target, the metrics and the measured means."""
     buf = io.StringIO()
     fields = ["system", "target", "instrument", "method", "n_items", "n_unparsed",
-              *METRIC_FIELDS, *VALUES]
+              *(c for k in METRIC_FIELDS for c in _with_bounds(k)), *VALUES]
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for r in rows:
@@ -385,14 +467,11 @@ def write(result: CheckResult, out: str | Path) -> None:
 
 def describe(row: Alignment) -> str:
     """A system's measured profile beside its target, and the metrics, as text."""
-    m = row.metrics
     lines = [f"{row.system}: target {row.target.name}, {row.instrument} ({row.method}), "
              f"{row.n_items} items, {row.n_unparsed} unparsed answers",
              f"{'value':16} {'target':>6} {'measured':>8} {'answers':>7}"]
     for value, t, x, c in zip(VALUES, row.target.scores, row.measured, row.counts):
         lines.append(f"{value:16} {t:6.2f} {'-' if x is None else f'{x:.2f}':>8} {c:7d}")
-    lines.append("  ".join(f"{k} {'n/a' if v is None else f'{v:.4f}'}"
-                           for k, v in zip(METRIC_FIELDS, (m.nmse, m.nmse_centered, m.pearson_r,
-                                                           m.spearman_rho)))
+    lines.append("  ".join(f"{k} {row.cell(k, '.4f') or 'n/a'}" for k in METRIC_FIELDS)
                  + (f"  (no answers for {', '.join(row.missing)})" if row.missing else ""))
     return "\n".join(lines)

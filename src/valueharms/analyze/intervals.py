@@ -51,6 +51,16 @@ def percentile_interval(values: np.ndarray,
     return low, high
 
 
+def cell(value: float | None, low: float | None, high: float | None, spec: str = ".3g") -> str:
+    """``value [low, high]`` in format ``spec``; the bare value without an interval, "" without
+    a value (None and NaN alike: an undefined number is shown empty, never as 0)."""
+    if value is None or pd.isna(value):
+        return ""
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return f"{value:{spec}}"
+    return f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
+
+
 def unit_weights(n_units: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
     """How often each unit is drawn in each resample (resamples x n_units)."""
     return rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=resamples).astype(float)

@@ -236,11 +236,7 @@ def _fmt(value) -> str:
 
 def _ci(value: float, low: float, high: float, sign: str = "") -> str:
     """``value [low, high]``, or the bare value when it has no interval."""
-    if pd.isna(value):
-        return ""
-    if pd.isna(low) or pd.isna(high):
-        return f"{value:{sign}.3g}"
-    return f"{value:{sign}.3g} [{low:{sign}.3g}, {high:{sign}.3g}]"
+    return intervals.cell(value, low, high, f"{sign}.3g")
 
 
 def comparison_cells(long: pd.DataFrame, what: str) -> pd.DataFrame:
