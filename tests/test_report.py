@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 from test_analysis import ALIGNED, synthetic_scores, write_score_files
 
-from valueharms.values import SHORT, VALUES, extreme
+from valueharms.align import check
+from valueharms.values import SHORT, VALUES, Profile, extreme
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -39,7 +40,18 @@ def run_dir(tmp_path_factory) -> Path:
         for target in ALIGNED:
             scores = np.clip(np.array(extreme((SHORT[target],))) + rng.normal(0, 0.6, 10), 1, 6)
             writer.writerow([f"vim:{target}", *scores.round(3)])
+    rows = [check.measure(f"vim:{t}", Profile(t, tuple(extreme((SHORT[t],)))), questionnaire(rng),
+                          "pvq40", "expected") for t in ALIGNED]
+    (root / "alignment" / "alignment.csv").write_text(check.table_csv(rows))
     return root
+
+
+def questionnaire(rng: np.random.Generator) -> list[check.Answer]:
+    """Answers to a 4-item-per-value questionnaire, scattered around a random profile."""
+    centre = rng.uniform(1.5, 5.5, len(VALUES))
+    return [check.Answer(check.Item(4 * v + k, value, f"q{4 * v + k}"), None, None,
+                         float(np.clip(centre[v] + rng.normal(0, 0.7), 1, 6)))
+            for v, value in enumerate(VALUES) for k in range(4)]
 
 
 def build(run_dir: Path, out: Path, cli, *extra: str) -> Path:
@@ -89,6 +101,31 @@ def test_report_from_metrics_tables_and_parity_baseline(run_dir, tmp_path, cli):
     html = index.read_text()
     assert "bias_score[baseline=0.5%]" in html and "0.5 %" in html
     assert "measured profile" in html
+
+
+def table_rows(markdown: str, title: str) -> list[list[str]]:
+    """The body cells of the report.md table under ``### title``."""
+    block = markdown.split(f"### {title}\n\n", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in block]
+
+
+CELL = r"-?\d[\d.e+-]* \[-?\d[\d.e+-]*, -?\d[\d.e+-]*\]"  # value [low, high]
+
+
+def test_category_and_alignment_tables_show_value_and_interval(run_dir, tmp_path, cli):
+    build(run_dir, tmp_path / "report", cli)
+    md = (tmp_path / "report" / "report.md").read_text()
+    hexphi = table_rows(md, "hexphi / mean_harm_score [judge-hexphi:local-smollm2]")
+    assert len(hexphi) > 3 and all(re.fullmatch(CELL, c) for row in hexphi for c in row[1:] if c)
+    # each cell is the category's long-table value inside its own interval
+    long = pd.read_csv(tmp_path / "report" / "comparison_intervals.csv")
+    vim = long[(long["metric"] == "mean_harm_score") & (long["system_type"] == "vim")
+               & (long["category"] != "all")]
+    assert (vim["low"] <= vim["value"]).all() and (vim["value"] <= vim["high"]).all()
+    assert (vim["high"] > vim["low"]).all()
+    align = table_rows(md, "Alignment check")
+    assert len(align) == len(ALIGNED)
+    assert all(re.fullmatch(CELL, c) for row in align for c in row[6:]), align[0]
 
 
 def test_report_bad_input_is_one_line_and_leaves_nothing(tmp_path, cli):

@@ -126,19 +126,21 @@ def _bounds(values: np.ndarray | None) -> tuple[float, float]:
 
 
 def comparison_intervals(metrics: pd.DataFrame, units: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """The comparison table's cells with 95 % intervals, long: per system type and headline
+    """The comparison table's cells with 95 % intervals, long, for every category (``all``:
+    the comparison table; the others: the category tables): per system type and headline
     metric, the mean over the type's systems (no mitigation) with its interval, and its
     difference from vanilla with the interval of the difference, paired over prompts."""
-    columns = ["system_type", "label", "benchmark", "scorer", "metric", "systems", "value",
-               "low", "high", "difference", "difference_low", "difference_high"]
-    rows = with_systems(headline(metrics))
+    columns = ["system_type", "label", "benchmark", "scorer", "metric", "category", "systems",
+               "value", "low", "high", "difference", "difference_low", "difference_high"]
+    rows = with_systems(headline_all_categories(metrics))
     rows = rows[rows["strategy"] == "none"]
     if rows.empty or units.empty:
         return pd.DataFrame(columns=columns)
     sampler = intervals.Resampler(units, seed)
     out = []
-    for (bench, scorer, metric), part in rows.groupby(["benchmark", "scorer", "metric"], sort=True):
-        rep = sampler.get(bench, metric, "all")
+    for (bench, scorer, metric, category), part in rows.groupby(
+            ["benchmark", "scorer", "metric", "category"], sort=True):
+        rep = sampler.get(bench, metric, category)
         vanilla = part[part["system_type"] == "vanilla"]
         base = _mean_replicates(rep, vanilla["system"], scorer, metric) if len(vanilla) else None
         for system_type, group in part.groupby("system_type", sort=False):
@@ -147,7 +149,8 @@ def comparison_intervals(metrics: pd.DataFrame, units: pd.DataFrame, seed: int =
             diff = mean - base if compared and mean is not None else None
             out.append({"system_type": system_type, "label": label(bench, metric, scorer),
                         "benchmark": bench, "scorer": scorer, "metric": metric,
-                        "systems": group["system"].nunique(), "value": group["value"].mean(),
+                        "category": category, "systems": group["system"].nunique(),
+                        "value": group["value"].mean(),
                         **dict(zip(("low", "high"), _bounds(mean))),
                         "difference": group["value"].mean() - vanilla["value"].mean()
                         if compared else np.nan,

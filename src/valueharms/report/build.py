@@ -32,6 +32,7 @@ from ..values import VALUES, Profile  # noqa: E402
 from . import browser  # noqa: E402
 
 MEASURED_FILE = "measured_profiles.csv"  # found anywhere under the source directory
+ALIGNMENT_FILE = "alignment.csv"  # the alignment check's metrics, beside MEASURED_FILE
 MAX_PANELS = 12  # per-system pictures switch to system types beyond this many systems
 SIGNIFICANT = 0.05
 
@@ -79,6 +80,13 @@ def load_metrics(source: str | os.PathLike, baseline: str | Sequence[str] = "bac
             return metrics_mod.Measured(frame, units)
     scores = metrics_mod.load_scores([source])
     return metrics_mod.measure(scores, baseline, resamples=resamples, seed=seed)
+
+
+def read_alignment(measured_files: list[Path]) -> pd.DataFrame:
+    """The alignment.csv rows written beside the measured-profile files (none: empty)."""
+    paths = [p.with_name(ALIGNMENT_FILE) for p in measured_files]
+    frames = [pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in paths if p.is_file()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def read_measured(paths: list[Path]) -> dict[str, Profile]:
@@ -239,19 +247,66 @@ def _ci(value: float, low: float, high: float, sign: str = "") -> str:
     return intervals.cell(value, low, high, f"{sign}.3g")
 
 
+def _with_cells(rows: pd.DataFrame, what: str) -> pd.DataFrame:
+    """``rows`` with ``cell``: ``value [low, high]`` of ``what`` (value or difference)."""
+    rows = rows if what == "value" else rows[rows["difference"].notna()]
+    sign, prefix = ("", "") if what == "value" else ("+", f"{what}_")
+    return rows.assign(cell=[_ci(v, lo, hi, sign) for v, lo, hi in
+                             zip(rows[what], rows[f"{prefix}low"], rows[f"{prefix}high"])])
+
+
 def comparison_cells(long: pd.DataFrame, what: str) -> pd.DataFrame:
-    """The comparison table as ``value [low, high]`` cells (``what``: value or difference)."""
-    rows = long if what == "value" else long[long["difference"].notna()]
-    sign = "" if what == "value" else "+"
-    cells = rows.assign(cell=[_ci(v, lo, hi, sign) for v, lo, hi in
-                              zip(rows[what], rows[f"{what}_low" if what != "value" else "low"],
-                                  rows[f"{what}_high" if what != "value" else "high"])])
+    """The comparison table (category all) as ``value [low, high]`` cells (``what``: value or
+    difference)."""
+    cells = _with_cells(long[long["category"] == "all"], what)
     wide = cells.pivot(index="system_type", columns="label", values="cell")
     order = list(dict.fromkeys(cells["system_type"]))
     labels = list(dict.fromkeys(cells["label"]))
     systems = cells.drop_duplicates("system_type").set_index("system_type")["systems"]
     return wide.reindex(index=order, columns=labels).fillna("") \
         .assign(systems=systems).reset_index()[["system_type", "systems", *labels]]
+
+
+def category_cells(long: pd.DataFrame, name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """One category table (``frame``: category x system type, from ``tables.category_tables``)
+    with ``value [low, high]`` cells from the same bootstrap as the comparison table."""
+    cells = _with_cells(long[(long["label"] == name) & (long["category"] != "all")], "value")
+    if cells.empty:  # no units: the point values
+        return frame
+    wide = cells.pivot(index="category", columns="system_type", values="cell")
+    return wide.reindex(index=frame["category"], columns=frame.columns[1:]).fillna("") \
+        .reset_index()
+
+
+def alignment_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """alignment.csv rows with ``value [low, high]`` metric cells (bare values from a file
+    written before the intervals)."""
+    from ..align.check import METRIC_FIELDS
+
+    none = pd.Series(np.nan, index=table.index)
+    cells = {k: [_ci(*t) for t in zip(table[k], table.get(f"{k}_low", none),
+                                      table.get(f"{k}_high", none))] for k in METRIC_FIELDS}
+    return table[["system", "target", "instrument", "method", "n_items", "n_unparsed"]] \
+        .assign(**cells)
+
+
+def profile_section(result: analyze.Analysis, measured: dict[str, Profile],
+                    alignment: pd.DataFrame | None) -> Section | None:
+    """The profiles figure and the alignment check's table (None when there is neither)."""
+    figures = [profile_lines(result.profiles, tables.systems_frame(result.metrics["system"]),
+                             measured)] if result.profiles else []
+    found = alignment is not None and not alignment.empty
+    if not figures and not found:
+        return None
+    caption = ("Alignment check (alignment.csv): every system's measured profile against every "
+               "target; a system should sit closest to its own. Cells: value [95 % bootstrap "
+               "interval], resampling the questionnaire's items within each value (arguments: "
+               "whole arguments), the same resamples for every system. With a few items per "
+               "value (PVQ-40: 3-6) the answers' noise pushes NMSE up and r towards 0; the "
+               "interval does not remove that." if found else "")
+    return Section("profiles", "Target and measured value profiles", caption, figures,
+                   [{"title": "Alignment check", "frame": alignment_cells(alignment)}]
+                   if found else [])
 
 
 def mitigation_cells(table: pd.DataFrame) -> pd.DataFrame:
@@ -274,8 +329,10 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join([head, rule, *body])
 
 
-def sections(result: analyze.Analysis, measured: dict[str, Profile]) -> list[Section]:
-    """The report's sections (tables and pictures) from the analysis."""
+def sections(result: analyze.Analysis, measured: dict[str, Profile],
+             alignment: pd.DataFrame | None = None) -> list[Section]:
+    """The report's sections (tables and pictures) from the analysis; ``alignment``: the rows
+    of the alignment check's alignment.csv files."""
     m = result.metrics
     intervals_note = ("Cells: value [95 % bootstrap interval], resampling prompts (a prompt's "
                       "samples stay together; the bias score resamples its (axis, descriptor) "
@@ -336,12 +393,15 @@ def sections(result: analyze.Analysis, measured: dict[str, Profile]) -> list[Sec
         rows = cats[(cats["benchmark"] == bench) & (cats["metric"] == metric) & (cats["scorer"] == scorer)]
         if rows["value"].notna().any():  # no bars when no answer was scored (all unparsed)
             figures.append(category_bars(rows, name, f"categories-{k}"))
-        frames.append({"title": name, "frame": frame})
+        frames.append({"title": name, "frame": category_cells(result.comparison_intervals,
+                                                              name, frame)})
     if figures:
-        out.append(Section("categories", "Harm by category", "", figures, frames))
-    if result.profiles:
-        out.append(Section("profiles", "Target and measured value profiles", "",
-                           [profile_lines(result.profiles, tables.systems_frame(m["system"]), measured)]))
+        out.append(Section("categories", "Harm by category",
+                           "Per category, the mean over each system type's systems (no "
+                           "mitigation). " + intervals_note, figures, frames))
+    profiles = profile_section(result, measured, alignment)
+    if profiles is not None:
+        out.append(profiles)
     if not result.mitigation.empty:
         table = result.mitigation[result.mitigation["category"] == "all"]
         out.append(Section("mitigation", "Mitigation", "Strategy x system type; change = mean "
@@ -371,6 +431,7 @@ def largest_effects(result: analyze.Analysis, count: int = 3) -> list[str]:
     table = result.comparison_intervals
     if table.empty:
         return []
+    table = table[table["category"] == "all"]
     rows = table[table["difference"].notna()]
     vanilla = table[table["system_type"] == "vanilla"].set_index("label")["value"]
     size = rows["difference"].abs() / [SCALE.get(mt, 1.0) for mt in rows["metric"]]
@@ -422,10 +483,11 @@ def build_report(source: str | os.PathLike, out_dir: str | os.PathLike, *,
     measured_files = [Path(p) for p in measured] if measured is not None else (
         sorted(source.rglob(MEASURED_FILE)) if source.is_dir() else [])
     measured_profiles = read_measured(measured_files)
+    alignment = read_alignment(measured_files)
     found = load_metrics(source, baseline, resamples=resamples, seed=seed)
     m = found.table
     result = analyze.analyse(m, data_dir, profiles, found.units, seed)
-    parts = sections(result, measured_profiles)
+    parts = sections(result, measured_profiles, alignment)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".report.") as tmp:
