@@ -385,6 +385,58 @@ def test_a_manifest_without_its_outputs_is_not_done(local_run, cli):
     assert _outputs(out) == before
 
 
+BROKEN = """
+[study]
+name = "broken"
+out = "{out}"
+model = "{model}"
+data_dir = "{data}"
+
+[systems]
+methods = ["vanilla"]
+
+[benchmarks.hexphi]
+limit = 2
+max_new_tokens = 4
+
+[scorers]
+hexphi = "judge-offline"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.needs_data("hexphi")
+def test_a_step_with_bad_input_says_one_line_logs_the_detail_and_reruns(tiny_model_dir, tmp_path,
+                                                                         cli):
+    """The generate step meets a HEx-PHI file with a blank prompt: exit 2, one error line
+    naming the step and the row, the traceback in the step's log.txt, the step not done; with
+    the file mended the next run does it (its log keeps the failed run's lines)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    good = (need_data("hexphi") / "hex-phi.csv").read_text()
+    lines = good.splitlines()
+    (data / "hex-phi.csv").write_text("\n".join([*lines[:2], "adult_content,", *lines[3:]]) + "\n")
+    path = write_study(tmp_path, tiny_model_dir,
+                       text=BROKEN.replace("{data}", str(data)))
+    failed = cli("run", str(path))
+    assert failed.returncode == 2, failed.stderr[-3000:]
+    step = next((tmp_path / "out" / "steps").glob("generate/*"))
+    errors = [line for line in failed.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "Traceback" not in failed.stderr, failed.stderr
+    assert errors[0].startswith(f"valueharms: error: generate/{step.name}: ")
+    assert "row 2: column 'prompt' is empty" in errors[0] and str(step / "log.txt") in errors[0]
+    log = (step / "log.txt").read_text()
+    assert "Traceback" in log and "InputError" in log and "row 2" in log
+    assert [p.name for p in step.iterdir()] == ["log.txt"]  # nothing that marks it done
+    assert f"todo  generate/{step.name}" in cli("run", str(path), "--dry-run").stdout
+
+    (data / "hex-phi.csv").write_text(good)
+    again = cli("run", str(path))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"generate/{step.name} done in" in again.stderr and (step / "manifest.json").is_file()
+    assert (step / "log.txt").read_text().startswith(log)
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.needs_data()

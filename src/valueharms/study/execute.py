@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from .. import console, profile, provenance
+from ..errors import InputError
 from ..files import atomic_write_text, versions
 from ..remote import OPENAI_KEY_ENV, PERSPECTIVE_KEY_ENV
 from .plan import MANIFEST, Step, outputs, plan
@@ -32,15 +33,23 @@ def run_step(step: Step, study: Study, threads: int, progress: bool = False,
             f"running the step again")
         (out / MANIFEST).unlink()
     out.mkdir(parents=True, exist_ok=True)
-    if label:  # on a terminal no newline: the step's bar, then its "done" line, overwrite it;
-        # a pipe or a log file (CI, scripts watching the run) gets the start as a line of its own
-        whole_line = verbose or not sys.stderr.isatty()
-        print(f"{label} ...", end="\n" if whole_line else "", file=sys.stderr, flush=True)
+    # On a terminal the start line has no newline: the step's bar, then its "done" line,
+    # overwrite it; a pipe or a log file (CI, scripts watching the run) gets it whole.
+    open_line = bool(label) and not verbose and sys.stderr.isatty()
+    if label:
+        print(f"{label} ...", end="" if open_line else "\n", file=sys.stderr, flush=True)
     start = time.time()
     timer = profile.current()
     timer.reset()
-    with console.step_output(out / console.LOG, label or step.id, verbose):
-        RUNNERS[step.kind](step, study, out, progress)
+    try:
+        with console.step_output(out / console.LOG, label or step.id, verbose):
+            RUNNERS[step.kind](step, study, out, progress)
+    except BaseException as exc:
+        if open_line:
+            print(file=sys.stderr, flush=True)  # the error starts a line of its own
+        if isinstance(exc, InputError):  # one line naming the step; the traceback is in log.txt
+            raise InputError(f"{step.id}: {exc} (details: {out / console.LOG})") from None
+        raise
     if timer.enabled:
         atomic_write_text(out / "profile.json",
                           json.dumps({"step": step.id, **timer.summary(time.time() - start)}, indent=1))
