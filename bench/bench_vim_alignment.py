@@ -9,7 +9,10 @@ level of the answers is needed: a VIM model that learned its target sits closer 
 to the other target. The last line is ``ratio vim_discrimination <mean NMSE of the VIM models
 against the other targets / mean NMSE against their own>`` (above 1: the models are told
 apart by their targets; 1: they are not, e.g. the base model in every row). The same ratio is
-printed for the base model (1 by construction) and the prompting baseline.
+printed for the base model (1 by construction) and the prompting baseline. A model can raise
+it by moving only the level of its answers towards its target's mean, so the very last line,
+``ratio vim_discrimination_centered``, is the same ratio on ``nmse_centered``: above 1 only
+when the models took their targets' shapes.
 
 Stage 1 and stage 2 may use different slices (``--stage1-limit``, ``--stage2-limit``
 arguments): the survey answers of stage 2 are what the questionnaire reads. A snapshot of the
@@ -179,38 +182,50 @@ def measure_all(args: argparse.Namespace, names: list[str], planned: dict[str, i
 
     print(f"\nPVQ-40, expected reading: {len(subjects) + len(snapshots)} systems x 40 items in "
           f"{seconds:.0f} s; cell = NMSE (Pearson r) against the column's target")
-    width = max(len(s.key) for s in subjects) + 2
-    print(" " * width + "".join(f"{n:>32}" for n in names))
-    for s in subjects:
-        cells = [rows[(s.key, n)].metrics for n in names]
-        print(f"{s.key:{width}}" + "".join(f"{_nmse_r(m):>32}" for m in cells))
-    for s in subjects[1:]:
-        print(f"measured {s.key}: " + " ".join(f"{v:.2f}" for v in
-                                                rows[(s.key, names[0])].measured))
-    print("\nlearning curve (stage-2 examples seen -> NMSE (r) on own target | other target(s)):")
+    print("\n".join(summary_lines(rows, [s.key for s in subjects], names, curves)))
+
+
+def summary_lines(rows: dict, systems: list[str], names: list[str],
+                  curves: dict[str, list[tuple[int, str]]]) -> list[str]:
+    """The cross table, the measured profiles, each target's learning curve and the
+    discrimination ratios (by NMSE and by centred NMSE), from the check's rows keyed by
+    (system, target); ``curves``: target -> (stage-2 examples seen, adapter), the last the
+    VIM row itself."""
+    width = max(len(s) for s in systems) + 2
+    lines = [" " * width + "".join(f"{n:>32}" for n in names)]
+    lines += [f"{s:{width}}" + "".join(f"{_nmse_r(rows[(s, n)].metrics):>32}" for n in names)
+              for s in systems]
+    lines += [f"measured {s}: " + " ".join(f"{v:.2f}" for v in rows[(s, names[0])].measured)
+              for s in systems[1:]]
+    lines.append("\nlearning curve (stage-2 examples seen -> NMSE (r) on own target | other "
+                 "target(s)):")
     for name, points in curves.items():
         others = [n for n in names if n != name]
         for i, (n, _) in enumerate(points):
             key = f"vim:{name}" if i == len(points) - 1 else f"curve:{name}:{n}"
-            own = rows[(key, name)].metrics
-            print(f"  {name} {n:5d}: {_nmse_r(own):>18} | "
-                  + " ".join(_nmse_r(rows[(key, o)].metrics) for o in others))
+            lines.append(f"  {name} {n:5d}: {_nmse_r(rows[(key, name)].metrics):>18} | "
+                         + " ".join(_nmse_r(rows[(key, o)].metrics) for o in others))
     for kind in ("vanilla", "prompt", "vim"):
         keys = {n: "vanilla" if kind == "vanilla" else f"{kind}:{n}" for n in names}
         own, other = _own_other(rows, keys, names)
-        print(f"{kind}: mean NMSE on its own target {own:.4f}, on the other target(s) "
-              f"{other:.4f}: ratio {other / own:.3f}")
-    own, other = _own_other(rows, {n: f"vim:{n}" for n in names}, names)
-    print(f"ratio vim_discrimination {other / own:.3f}")
+        lines.append(f"{kind}: mean NMSE on its own target {own:.4f}, on the other target(s) "
+                     f"{other:.4f}: ratio {other / own:.3f}")
+    vim = {n: f"vim:{n}" for n in names}
+    for metric, suffix in (("nmse", ""), ("nmse_centered", "_centered")):
+        # centred: blind to the answers' level, so only a change of shape can tell them apart
+        own, other = _own_other(rows, vim, names, metric)
+        lines.append(f"ratio vim_discrimination{suffix} {other / own:.3f}")
+    return lines
 
 
-def _own_other(rows: dict, keys: dict[str, str], names: list[str]) -> tuple[float, float]:
-    """Mean NMSE of each model (``keys``: target -> system) on its own target and on the
-    others. Pooled before dividing, so models that are all alike give exactly 1 whatever the
-    targets' levels (a mean of per-model ratios would not: 1.18 for two identical random
+def _own_other(rows: dict, keys: dict[str, str], names: list[str],
+               metric: str = "nmse") -> tuple[float, float]:
+    """Mean ``metric`` of each model (``keys``: target -> system) on its own target and on
+    the others. Pooled before dividing, so models that are all alike give exactly 1 whatever
+    the targets' levels (a mean of per-model ratios would not: 1.18 for two identical random
     models on these targets)."""
-    own = [rows[(keys[n], n)].nmse for n in names]
-    other = [rows[(keys[n], o)].nmse for n in names for o in names if o != n]
+    own = [getattr(rows[(keys[n], n)].metrics, metric) for n in names]
+    other = [getattr(rows[(keys[n], o)].metrics, metric) for n in names for o in names if o != n]
     return sum(own) / len(own), sum(other) / len(other)
 
 
