@@ -6,7 +6,7 @@ the probability-weighted mean over 1-6, ``expected``; see valueharms.align.check
 the cross table: one row per system (the base model, each target's prompting baseline, each
 VIM model), one column per target, NMSE and Pearson r in each cell. No assumption about the
 level of the answers is needed: a VIM model that learned its target sits closer to it than
-to the other target. The last line is ``ratio vim_discrimination <mean NMSE of the VIM models
+to the other target. One line is ``ratio vim_discrimination <mean NMSE of the VIM models
 against the other targets / mean NMSE against their own>`` (above 1: the models are told
 apart by their targets; 1: they are not, e.g. the base model in every row). The same ratio is
 printed for the base model (1 by construction) and the prompting baseline. A model can raise
