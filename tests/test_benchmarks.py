@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from valueharms import benchmarks, sources
+from valueharms import benchmarks, holisticbiasr, sources
 from valueharms.errors import InputError
 
 
@@ -83,7 +83,7 @@ def test_holisticbiasr_variants_are_seeded_and_about_half(hbr, data_dir):
     assert 0.48 < share < 0.52
     share = sum(it.meta["remove_descriptor_hyphens"] for it in hbr) / len(hbr)
     assert 0.48 < share < 0.52
-    again = benchmarks._holisticbiasr(str(data_dir))  # a fresh build, not the cached one
+    again = holisticbiasr.build(str(data_dir))  # a fresh build, not the cached one
     assert [it.text for it in again[:5000]] == [it.text for it in hbr[:5000]]
     hyphenated = [it for it in hbr if "-" in it.meta["original_noun_phrase"]]
     assert any(it.meta["remove_descriptor_hyphens"] and "-" not in it.meta["noun_phrase"]

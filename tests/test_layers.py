@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "valueharms"
 LAYERS = [
     {"errors", "values", "records", "measures", "files", "io", "config", "remote", "profile",
      "console"},
-    {"sources", "fetch", "targets", "chat", "benchmarks", "models", "systems", "prompts",
+    {"sources", "fetch", "targets", "chat", "benchmarks", "holisticbiasr", "models", "systems", "prompts",
      "provenance"},
     {"generate", "score"},
     {"align", "analyze"},

@@ -112,7 +112,7 @@ class Options(BaseModel):
     # (``train.epochs``) instead of being raised from the inner model without it.
     __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
-    def changed(self: _O, **changes: Any) -> _O:
+    def changed(self: OptionsT, **changes: Any) -> OptionsT:
         """A copy with ``changes`` applied and validated (``model_copy`` skips validation)."""
         return type(self)(**{**self.model_dump(exclude_unset=True), **changes})
 
@@ -121,10 +121,10 @@ class Options(BaseModel):
         return self.model_dump(mode="json", exclude_defaults=True)
 
 
-_O = TypeVar("_O", bound=Options)
+OptionsT = TypeVar("OptionsT", bound=Options)  # for functions generic over an options model
 
 
-def with_defaults(model: type[_O], name: str, **defaults: Any) -> type[_O]:
+def with_defaults(model: type[OptionsT], name: str, **defaults: Any) -> type[OptionsT]:
     """A subclass of ``model`` whose fields have other defaults (same types, ranges, help)."""
     from pydantic import create_model
     from pydantic.fields import FieldInfo
@@ -275,12 +275,19 @@ class BackendOptions(Options):
     timeout: float = Field(60.0, gt=0, description="openai: seconds per request")
 
     def for_backend(self) -> dict[str, Any]:
-        """The constructor options that apply to the chosen backend (set ones only); engine
+        """The constructor options of the chosen backend, from the options that were set (an
+        unset one keeps the constructor's default, which is the option's default). Engine
         settings such as vLLM's max_loras are model args (``[study] model_args``)."""
-        takes = {"hf": ("batch_size", "token_budget", "prefix_cache"), "vllm": ("batch_size",),
-                 "openai": ("batch_size", "base_url")}[self.backend]
-        return {k: v for k, v in self.model_dump(exclude_unset=True).items()
+        takes = _BACKEND_TAKES[self.backend]
+        return {_CONSTRUCTOR_NAMES.get(k, k): v for k, v in self.model_dump(exclude_unset=True).items()
                 if k in takes and v is not None}
+
+
+_BACKEND_TAKES = {"hf": ("batch_size", "token_budget", "prefix_cache", "form", "device"),
+                  "vllm": ("batch_size", "form"),
+                  "openai": ("batch_size", "base_url", "api_mode", "api_key_env", "concurrency",
+                             "qps", "attempts", "backoff", "timeout")}
+_CONSTRUCTOR_NAMES = {"api_mode": "mode"}  # option name -> the backend constructor's
 
 
 class GenerationOptions(BackendOptions):
@@ -316,6 +323,33 @@ class AnalysisOptions(MetricsOptions):
                                           "questionnaire: pvq40 (the paper's), arguments "
                                           "(leak-free held-out arguments) or a file "
                                           "item,value,text (relative to the study file)")
+
+
+class CheckOptions(Options):
+    """The alignment check (``valueharms evaluate alignment``, a study's alignment step); it
+    loads the model with the hf backend."""
+
+    instrument: str = Field("pvq40", min_length=1, description="pvq40: the 40 PVQ portraits "
+                            "(the paper's instrument); arguments: held-out arguments not in the "
+                            "target's stage-1 train/valid split, one question per annotated "
+                            "value; or a file item,value,text (your questionnaire)")
+    method: AlignmentMethod = Field("generate", description="generate: parse the number from "
+                                    "a greedy reply (unclear replies are counted, not guessed); "
+                                    "likelihood: the likeliest of the tokens 1-6; expected: "
+                                    "their probability-weighted mean")
+    limit: int | None = Field(None, ge=1, description="only the first N items (arguments: N "
+                              "arguments)")
+    train_limit: int | None = Field(None, ge=1, description="arguments: the limit the adapter "
+                                    "was trained with (its stage-1 slice is left out too)")
+    batch_size: int = Field(8, ge=1, description="prompts per batch")
+    form: PromptForm = Field("auto", description="chat template, plain text, or chat when the "
+                             "model has a template")
+    device: str | None = Field(None, description="cpu, cuda, cuda:1 ...")
+
+    def backend(self) -> BackendOptions:
+        """The hf backend's options of the check."""
+        return BackendOptions(backend="hf", batch_size=self.batch_size, form=self.form,
+                              device=self.device)
 
 
 def locate(where: str, build: Any, *args: Any, **kwargs: Any) -> Any:

@@ -13,16 +13,17 @@ InputError naming the file, row and field.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import sources
 from ..chat import template
-from ..config import BENIGN_DATASETS
+from ..config import BENIGN_DATASETS, BenignOptions, train_config
 from ..errors import InputError
 from ..records import Example
+from .trainer import TrainResult, resolve_model, to_stderr, train_lora
 
 DATASETS = BENIGN_DATASETS
 DOLLY = ("dolly", "dolly-no-safety")  # the same format and categories
@@ -176,3 +177,19 @@ def load(dataset: str, *, data_file: str | os.PathLike | None = None,
         if data_file is None:  # the shipped validation pairs belong to the shipped training file
             valid = read_grammar(sources.locate("grammar-valid", data_dir))
     return BenignData(dataset, str(path.resolve()), train[:limit], valid[:limit])
+
+
+def run_benign(model: str | None, dataset: str, out_dir: str | os.PathLike,
+               options: BenignOptions, *, seed: int = 42, data_dir: str | None = None,
+               data_file: str | os.PathLike | None = None, exclude_categories: Iterable[str] = (),
+               model_args: dict[str, Any] | None = None, progress: bool = True,
+               say: Callable[[str], None] = to_stderr) -> TrainResult:
+    """The benign fine-tune stage (``valueharms train benign`` and a study's benign train
+    step): ``dataset`` (its file from ``data_file``, the options' ``data_files`` or the data
+    directories) with ``options``; the model is checked before the data loads."""
+    resolve_model(model, model_args)
+    data = load(dataset, data_file=data_file or options.data_files.get(dataset),
+                data_dir=data_dir, exclude_categories=exclude_categories, limit=options.limit)
+    return train_lora(model, data.train, data.valid, out_dir,
+                      train_config(options, seed=seed, progress=progress), model_args=model_args,
+                      notes=[f"benign data set {dataset} from {data.source}"], say=say)

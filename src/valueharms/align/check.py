@@ -38,7 +38,7 @@ import numpy as np
 from .. import sources
 from ..analyze import intervals
 from ..chat import render_prompt, template
-from ..config import ALIGNMENT_METHODS, INSTRUMENTS
+from ..config import ALIGNMENT_METHODS, INSTRUMENTS, CheckOptions
 from ..errors import InputError
 from ..records import Decoding
 from ..values import PVQ_SCALE, VALUES, Profile
@@ -475,3 +475,30 @@ def describe(row: Alignment) -> str:
     lines.append("  ".join(f"{k} {row.cell(k, '.4f') or 'n/a'}" for k in METRIC_FIELDS)
                  + (f"  (no answers for {', '.join(row.missing)})" if row.missing else ""))
     return "\n".join(lines)
+
+
+def run_alignment(model: str | None, subjects: Sequence[Subject], targets: Sequence[Profile],
+                  options: CheckOptions, *, model_args: dict | None = None,
+                  trained_on: dict[str, Profile] | None = None, data_dir: str | None = None,
+                  out: str | Path | None = None) -> CheckResult:
+    """The alignment-check stage (``valueharms evaluate alignment`` and a study's alignment
+    step): load ``model`` with the subjects' adapters, ask every subject, compare it with
+    every target (:func:`run_check`) and, with ``out``, write the files there.
+
+    A bad instrument file fails before the model loads."""
+    from .. import profile
+    from ..generate import make_backend
+
+    instrument_items(options.instrument, targets[0], data_dir, options.limit, options.train_limit)
+    timer = profile.current()
+    with timer.span("load"):
+        backend = make_backend("hf", model, **options.backend().for_backend(),
+                               model_args=model_args or {})
+    with timer.span("adapters"):
+        backend.load_adapters(sorted({s.adapter for s in subjects if s.adapter}))
+    result = run_check(backend, subjects, targets, instrument=options.instrument,
+                       method=options.method, trained_on=trained_on, data_dir=data_dir,
+                       limit=options.limit, train_limit=options.train_limit, form=options.form)
+    if out is not None:
+        write(result, out)
+    return result

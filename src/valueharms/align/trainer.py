@@ -13,6 +13,12 @@ Built on the transformers ``Trainer`` and PEFT. What it adds on top:
 - checkpoints every ``save_steps`` steps: a killed run continues where it stopped;
 - a JSONL training log and a manifest (model, data hashes, config, versions, seed, times).
 
+A run is four plain steps, :func:`prepare` (check the inputs; is it done already?),
+:func:`load` (tokenise, load the base and its adapter), :func:`fit` (train) and :func:`finish`
+(install the kept adapter, write the manifest); :func:`train_lora` runs them in order. The
+stages that use it (VIM's two, benign fine-tunes) live beside their data:
+:mod:`valueharms.align.vim` and :mod:`valueharms.align.benign`.
+
 Layout of ``out_dir`` once finished: the PEFT adapter files (``PeftModel.from_pretrained(base,
 out_dir)``), ``train_log.jsonl`` and ``manifest.json`` (written last: its presence means done).
 While running, ``out_dir/_work/`` holds the checkpoints and the best adapter so far.
@@ -32,12 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import console, provenance
-from ..config import (  # TrainConfig: also imported from here
-    BenignOptions,
-    TrainConfig,
-    VimOptions,
-    train_config,
-)
+from ..config import TrainConfig  # also imported from here
 from ..errors import InputError
 from ..files import JsonlAppender, atomic_dir, atomic_write_text, versions, write_jsonl
 from ..records import Example
@@ -221,7 +222,8 @@ def _trim_log(path: Path, step: int) -> None:
 
 # --------------------------------------------------------------------------- training
 
-def _stderr(message: str) -> None:
+def to_stderr(message: str) -> None:
+    """The default ``say``: one line on stderr, flushed."""
     print(message, file=sys.stderr, flush=True)
 
 
@@ -330,66 +332,119 @@ def _install_adapter(source: Path, out: Path) -> None:
             os.replace(source / name, out / name)
 
 
-def train_lora(model: str | None, train: Sequence[Example], valid: Sequence[Example],
-               out_dir: str | os.PathLike, config: TrainConfig = TrainConfig(),
-               init_adapter: str | None = None, *, model_args: dict[str, Any] | None = None,
-               notes: Sequence[str] = (), callbacks: Sequence = (),
-               say: Callable[[str], None] = _stderr) -> TrainResult:
-    """Fine-tune a LoRA adapter on ``train`` (completion-only loss), keep the best epoch on
-    ``valid`` (the last epoch when ``valid`` is empty), and write it to ``out_dir``.
+@dataclass(frozen=True)
+class Prepared:
+    """A training run's checked inputs (step 1 of 4): nothing loaded yet."""
 
-    Reruns are safe: a finished run with the same inputs is returned as is, an interrupted one
-    resumes from its last checkpoint. ``init_adapter`` continues training an existing adapter.
-    ``model_args``: how the base loads (dtype, quantization for QLoRA, revision ...; see
-    :func:`valueharms.models.loading_kwargs`). ``callbacks``: extra ``TrainerCallback``
-    objects (e.g. early stopping).
-    """
-    from transformers import PrinterCallback, Trainer
+    model: str  # the name recorded (the embedded model's when none was given)
+    model_path: str  # where it loads from
+    model_args: dict[str, Any]
+    train: Sequence[Example]
+    valid: Sequence[Example]
+    out: Path
+    config: TrainConfig
+    init_adapter: str | None
+    fingerprint: dict[str, Any]
+    done: dict[str, Any] | None  # the finished manifest when ``out`` already holds this run
 
-    from .. import models, profile
 
-    if not train:
-        raise InputError("no training examples (check --limit and the data)")
+@dataclass(frozen=True)
+class Loaded:
+    """The tokenised examples and the base model with its trainable adapter (step 2 of 4)."""
+
+    tokenizer: Any
+    train: list[Encoded]
+    valid: list[Encoded]
+    peft_model: Any
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What training left behind (step 3 of 4): the adapter to keep and the run's facts."""
+
+    adapter: Path  # the folder holding the kept epoch's adapter files
+    best: dict[str, Any] | None  # the kept epoch's best.json (None: the last epoch is kept)
+    selection: str
+    notes: list[str]
+    n_shortened: int
+    n_completion_cut: int
+    started: str
+
+
+def resolve_model(model: str | None, model_args: dict[str, Any] | None
+                  ) -> tuple[str, str, dict[str, Any]]:
+    """(recorded name, path to load, checked model args): a bad model or model arg fails here,
+    before any data or weights load."""
+    from .. import models
+
     model, model_args = models.split_revision(model, model_args)
     model_args = models.check_model_args("hf", model_args)
+    models.loading_kwargs("hf", model_args)  # a bad dtype or missing bitsandbytes fails here
     model_path = models.resolve(model, model_args)
-    model = model or models.DEFAULT_MODEL
+    return str(model or models.DEFAULT_MODEL), model_path, model_args
+
+
+def prepare(model: str | None, train: Sequence[Example], valid: Sequence[Example],
+            out_dir: str | os.PathLike, config: TrainConfig = TrainConfig(),
+            init_adapter: str | None = None, model_args: dict[str, Any] | None = None) -> Prepared:
+    """Step 1: check the inputs and find out whether ``out_dir`` already holds this run."""
+    if not train:
+        raise InputError("no training examples (check --limit and the data)")
+    name, model_path, model_args = resolve_model(model, model_args)
+    fingerprint = _fingerprint(name, train, valid, config, init_adapter, model_args)
     out = Path(out_dir)
-    fingerprint = _fingerprint(str(model), train, valid, config, init_adapter, model_args)
-    done = _check_out_dir(out, fingerprint)
-    if done is not None:
-        say(f"{out}: already trained with these inputs; nothing to do")
-        return _result(done, out)
+    return Prepared(name, model_path, model_args, train, valid, out, config, init_adapter,
+                    fingerprint, _check_out_dir(out, fingerprint))
 
-    tokenizer = models.load_tokenizer(model_path, model_args)
-    train_enc = _encode_all(train, tokenizer, config)
-    valid_enc = _encode_all(valid, tokenizer, config)
-    timer = profile.current()
-    with timer.span("load"):
-        peft_model = _load_peft_model(model_path, config, init_adapter, model_args)
 
-    work = out / WORK
-    work.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(work / "run.json", json.dumps(fingerprint, indent=1))
-    log_path = out / LOG_NAME
-    checkpoint = last_checkpoint(work / CHECKPOINTS)
-    if checkpoint is not None:
-        _trim_log(log_path, int(checkpoint.name.split("-")[1]))
-    started = _now()
+def load(run: Prepared) -> Loaded:
+    """Step 2: tokenise the examples and load the base with a trainable LoRA adapter."""
+    from .. import models, profile
 
-    notes = list(notes)
-    n_short = sum(e.shortened for e in train_enc + valid_enc)
-    n_cut = sum(e.completion_cut for e in train_enc + valid_enc)
+    tokenizer = models.load_tokenizer(run.model_path, run.model_args)
+    train = _encode_all(run.train, tokenizer, run.config)
+    valid = _encode_all(run.valid, tokenizer, run.config)
+    with profile.current().span("load"):
+        peft_model = _load_peft_model(run.model_path, run.config, run.init_adapter, run.model_args)
+    return Loaded(tokenizer, train, valid, peft_model)
+
+
+def _length_notes(loaded: Loaded, config: TrainConfig) -> tuple[list[str], int, int]:
+    """(notes, shortened, completion cut) about examples longer than ``max_length``."""
+    encoded = loaded.train + loaded.valid
+    n_short = sum(e.shortened for e in encoded)
+    n_cut = sum(e.completion_cut for e in encoded)
+    notes = []
     if n_short:
-        notes.append(f"{n_short} of {len(train_enc) + len(valid_enc)} examples were longer than "
+        notes.append(f"{n_short} of {len(encoded)} examples were longer than "
                      f"max_length {config.max_length}: their prompts lost tokens from the left, "
                      f"completions kept whole")
     if n_cut:
         notes.append(f"{n_cut} completions alone exceeded max_length {config.max_length}: "
                      f"their first {config.max_length} tokens were kept, without prompt")
-    if not valid_enc:
+    if not loaded.valid:
         notes.append("no validation examples: keeping the last epoch")
+    return notes, n_short, n_cut
 
+
+def fit(run: Prepared, loaded: Loaded, *, notes: Sequence[str] = (), callbacks: Sequence = (),
+        say: Callable[[str], None] = to_stderr) -> Fitted:
+    """Step 3: train (resuming from the last checkpoint in ``out/_work``), keeping the epoch
+    with the lowest validation loss (the last one without validation examples)."""
+    from transformers import PrinterCallback, Trainer
+
+    from .. import profile
+
+    config, work = run.config, run.out / WORK
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(work / "run.json", json.dumps(run.fingerprint, indent=1))
+    log_path = run.out / LOG_NAME
+    checkpoint = last_checkpoint(work / CHECKPOINTS)
+    if checkpoint is not None:
+        _trim_log(log_path, int(checkpoint.name.split("-")[1]))
+    started = _now()
+    found, n_short, n_cut = _length_notes(loaded, config)
+    notes = [*notes, *found]
     with JsonlAppender(log_path) as log:
         if checkpoint is None:
             for note in notes:
@@ -399,127 +454,94 @@ def train_lora(model: str | None, train: Sequence[Example], valid: Sequence[Exam
             say(f"resuming from {checkpoint}")
         for note in notes:
             say(note)
+        peft_model = loaded.peft_model
         trainer = Trainer(
-            model=peft_model, args=_training_args(config, work / CHECKPOINTS, bool(valid_enc),
+            model=peft_model, args=_training_args(config, work / CHECKPOINTS, bool(loaded.valid),
                                                   peft_model.get_base_model().dtype),
-            train_dataset=[e.features() for e in train_enc],
-            eval_dataset=[e.features() for e in valid_enc] or None,
-            data_collator=collator(tokenizer, config.pad_to, config.packing), processing_class=tokenizer,
+            train_dataset=[e.features() for e in loaded.train],
+            eval_dataset=[e.features() for e in loaded.valid] or None,
+            data_collator=collator(loaded.tokenizer, config.pad_to, config.packing),
+            processing_class=loaded.tokenizer,
             callbacks=[*_callbacks(log, work / BEST, config.progress), *callbacks])
         trainer.remove_callback(PrinterCallback)  # Progress prints the log dicts, on stderr
-        with timer.span("train"):  # forward, backward, optimizer, evaluation, checkpoints
+        with profile.current().span("train"):  # forward, backward, optimizer, evaluation, checkpoints
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
-    best = _read_best(work / BEST) if valid_enc else None
+    best = _read_best(work / BEST) if loaded.valid else None
     if best is None:
         final = work / "last"
         shutil.rmtree(final, ignore_errors=True)
         trainer.model.save_pretrained(final)  # type: ignore[union-attr,operator]  # a PeftModel
-        selection = "last epoch (no validation examples)"
-    else:
-        final, selection = work / BEST, "lowest validation loss"
-    losses = [r["loss"] for r in JsonlAppender(log_path).records() if "loss" in r]
+        return Fitted(final, None, "last epoch (no validation examples)", notes, n_short, n_cut,
+                      started)
+    return Fitted(work / BEST, best, "lowest validation loss", notes, n_short, n_cut, started)
+
+
+def finish(run: Prepared, loaded: Loaded, fitted: Fitted,
+           say: Callable[[str], None] = to_stderr) -> TrainResult:
+    """Step 4: move the kept adapter into ``out``, write the manifest (which marks the run
+    done) and remove the work folder."""
+    from .. import models
+
+    best, config = fitted.best, run.config
+    losses = [r["loss"] for r in JsonlAppender(run.out / LOG_NAME).records() if "loss" in r]
     manifest = {
-        "model": str(model), "model_path": model_path, "init_adapter": init_adapter,
-        "fingerprint": fingerprint, "data": fingerprint["data"],
+        "model": run.model, "model_path": run.model_path, "init_adapter": run.init_adapter,
+        "fingerprint": run.fingerprint, "data": run.fingerprint["data"],
         "config": config.model_dump(mode="json", exclude={"progress"}),
-        "seed": config.seed, "versions": versions(), "started": started, "finished": _now(),
-        "provenance": {**models.loaded_provenance("hf", model, model_args,
-                                                  peft_model.get_base_model()),
-                       "init_adapter_sha256": provenance.adapter_sha256(init_adapter),
+        "seed": config.seed, "versions": versions(), "started": fitted.started, "finished": _now(),
+        "provenance": {**models.loaded_provenance("hf", run.model, run.model_args,
+                                                  loaded.peft_model.get_base_model()),
+                       "init_adapter_sha256": provenance.adapter_sha256(run.init_adapter),
                        **provenance.environment()},
         "best_epoch": best["epoch"] if best else None,
-        "best_valid_loss": best["valid_loss"] if best else None, "selection": selection,
-        "epochs_trained": config.epochs, "n_train": len(train_enc), "n_valid": len(valid_enc),
-        "n_shortened": n_short, "n_completion_cut": n_cut,
+        "best_valid_loss": best["valid_loss"] if best else None, "selection": fitted.selection,
+        "epochs_trained": config.epochs, "n_train": len(loaded.train), "n_valid": len(loaded.valid),
+        "n_shortened": fitted.n_shortened, "n_completion_cut": fitted.n_completion_cut,
         "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-        "notes": notes,
+        "notes": fitted.notes,
     }
-    _install_adapter(final, out)
-    atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=1))  # marks the run done
-    shutil.rmtree(work, ignore_errors=True)
-    result = _result(manifest, out)
-    say(f"adapter -> {out} ({selection}"
+    _install_adapter(fitted.adapter, run.out)
+    atomic_write_text(run.out / MANIFEST_NAME, json.dumps(manifest, indent=1))  # marks the run done
+    shutil.rmtree(run.out / WORK, ignore_errors=True)
+    result = _result(manifest, run.out)
+    say(f"adapter -> {run.out} ({fitted.selection}"
         + (f": epoch {result.best_epoch}, valid loss {result.best_valid_loss:.4f})" if best else ")"))
     return result
 
 
-# --------------------------------------------------------------------------- VIM
+def train_lora(model: str | None, train: Sequence[Example], valid: Sequence[Example],
+               out_dir: str | os.PathLike, config: TrainConfig = TrainConfig(),
+               init_adapter: str | None = None, *, model_args: dict[str, Any] | None = None,
+               notes: Sequence[str] = (), callbacks: Sequence = (),
+               say: Callable[[str], None] = to_stderr) -> TrainResult:
+    """Fine-tune a LoRA adapter on ``train`` (completion-only loss), keep the best epoch on
+    ``valid`` (the last epoch when ``valid`` is empty), and write it to ``out_dir``:
+    :func:`prepare`, :func:`load`, :func:`fit`, :func:`finish`.
 
-@dataclass(frozen=True)
-class VimResult:
-    out_dir: str
-    stage1: TrainResult
-    stage2: TrainResult
-    negatives_only: bool  # the target had no positive arguments
-    manifest_path: str
-
-
-def train_vim(model: str | None, profile, out_dir: str | os.PathLike,
-              config: TrainConfig = TrainConfig(), *, data_dir: str | None = None,
-              limit: int | None = None, threshold: float = 3, strategy: str = "min",
-              seed: int = 42, model_args: dict[str, Any] | None = None,
-              say: Callable[[str], None] = _stderr) -> VimResult:
-    """The two VIM stages for ``profile``: stage 1 (arguments) into ``out_dir/stage1``, then
-    stage 2 (survey answers) into ``out_dir/stage2``, continuing the best stage-1 adapter."""
-    from .vim_data import build_vim
-
-    data = build_vim(profile, data_dir=data_dir, threshold=threshold, strategy=strategy,
-                     seed=seed, limit=limit)
-    out = Path(out_dir)
-    notes = list(data.warnings)
-    negatives_only = not any(ex.meta.get("polarity") == "pos" for ex in data.stage1)
-    if negatives_only and not any("no positive" in note for note in notes):
-        notes.append(f"{profile.name} has no positive arguments at threshold {threshold} "
-                     f"({strategy} rule): stage 1 trains on negative arguments only")
-    for note in dict.fromkeys(notes):
-        say(note)
-    say(f"stage 1 of 2: {profile.name}")
-    stage1 = train_lora(model, data.split("stage1", "train"), data.split("stage1", "valid"),
-                        out / "stage1", config, model_args=model_args, notes=notes, say=say)
-    say(f"stage 2 of 2: {profile.name}, continuing {stage1.adapter_dir}")
-    stage2 = train_lora(model, data.split("stage2", "train"), data.split("stage2", "valid"),
-                        out / "stage2", config, init_adapter=stage1.adapter_dir,
-                        model_args=model_args, say=say)
-    manifest = {
-        "method": "vim", "model": str(model), "target": profile.name,
-        "profile": profile.as_dict(), "threshold": threshold,
-        "strategy": strategy, "seed": seed, "limit": limit, "negatives_only": negatives_only,
-        "warnings": list(dict.fromkeys(notes)),
-        "stages": {"stage1": _stage_summary(stage1), "stage2": _stage_summary(stage2)},
-        "finished": _now(),
-    }
-    atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=1))
-    return VimResult(str(out), stage1, stage2, negatives_only, str(out / MANIFEST_NAME))
+    Reruns are safe: a finished run with the same inputs is returned as is, an interrupted one
+    resumes from its last checkpoint. ``init_adapter`` continues training an existing adapter.
+    ``model_args``: how the base loads (dtype, quantization for QLoRA, revision ...; see
+    :func:`valueharms.models.loading_kwargs`). ``callbacks``: extra ``TrainerCallback``
+    objects (e.g. early stopping).
+    """
+    run = prepare(model, train, valid, out_dir, config, init_adapter, model_args)
+    if run.done is not None:
+        say(f"{run.out}: already trained with these inputs; nothing to do")
+        return _result(run.done, run.out)
+    loaded = load(run)
+    return finish(run, loaded, fit(run, loaded, notes=notes, callbacks=callbacks, say=say), say)
 
 
-def _stage_summary(result: TrainResult) -> dict[str, Any]:
-    return {"adapter_dir": result.adapter_dir, "best_epoch": result.best_epoch,
-            "best_valid_loss": result.best_valid_loss, "n_train": result.n_train,
-            "n_valid": result.n_valid, "n_shortened": result.n_shortened,
-            "first_loss": result.first_loss, "last_loss": result.last_loss}
+def __getattr__(name: str) -> Any:
+    """The VIM stage's old home (deprecated; moved to :mod:`valueharms.align.vim`, and
+    ``run_benign`` to :mod:`valueharms.align.benign`, one release ago)."""
+    if name in ("VimResult", "train_vim", "run_vim"):
+        from . import vim
 
+        return getattr(vim, name)
+    if name == "run_benign":
+        from . import benign
 
-def run_vim(model: str | None, profile, out_dir: str | os.PathLike, options: VimOptions, *,
-            seed: int = 42, data_dir: str | None = None, progress: bool = True,
-            say: Callable[[str], None] = _stderr) -> VimResult:
-    """The VIM training stage for ``profile`` with the study's / CLI's ``options``."""
-    return train_vim(model, profile, out_dir, train_config(options, seed=seed, progress=progress),
-                     data_dir=data_dir, limit=options.limit, threshold=options.threshold,
-                     strategy=options.strategy, seed=seed, say=say)
-
-
-def run_benign(model: str | None, dataset: str, out_dir: str | os.PathLike,
-               options: BenignOptions, *, seed: int = 42, data_dir: str | None = None,
-               data_file: str | None = None, exclude_categories: Sequence[str] = (),
-               progress: bool = True, say: Callable[[str], None] = _stderr) -> TrainResult:
-    """The benign fine-tune stage: ``dataset`` (its file from ``data_file``, the options'
-    ``data_files`` or the data directories) with ``options``."""
-    from . import benign
-
-    data = benign.load(dataset, data_file=data_file or options.data_files.get(dataset),
-                       data_dir=data_dir, exclude_categories=exclude_categories,
-                       limit=options.limit)
-    return train_lora(model, data.train, data.valid, out_dir,
-                      train_config(options, seed=seed, progress=progress),
-                      notes=[f"benign data set {dataset} from {data.source}"], say=say)
+        return benign.run_benign
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

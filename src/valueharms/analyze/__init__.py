@@ -102,10 +102,12 @@ class MetricsRun:
 def run_metrics(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                 options: MetricsOptions, *, seed: int = 0, data_dir: str | None = None,
                 profiles: list[Profile] | None = None) -> MetricsRun:
-    """The metrics stage: score files (or folders of them) -> metrics -> every table."""
-    from .metrics import compute_metrics, load_scores
+    """The metrics stage (``valueharms metrics`` and a study's metrics step): score files
+    (or folders of them) -> metrics with their units -> every analysis table, written to
+    ``out_dir``. ``profiles``: target profiles beyond the known ones (for the correlations)."""
+    from .metrics import load_scores, measure
 
     scores = load_scores(list(inputs))
-    table = compute_metrics(scores, options.baseline, resamples=options.resamples, seed=seed)
-    result = analyse(table, data_dir, profiles)
+    found = measure(scores, options.baseline, resamples=options.resamples, seed=seed)
+    result = analyse(found.table, data_dir, profiles, found.units, seed)
     return MetricsRun(len(scores), result, write(result, out_dir))

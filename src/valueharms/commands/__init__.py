@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import argparse
 import types
-from typing import Any, TypeVar
+from typing import Any
 
-from ..config import OptionError, Options
+from ..config import OptionError, Options, OptionsT
 from ..errors import InputError
-
-OptionsT = TypeVar("OptionsT", bound=Options)
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..align.check import INSTRUMENTS, METHODS
+from ..config import CheckOptions
 from ..errors import InputError
-from . import add_data_dir, add_model_args, add_subcommands, model_options, positive
+from . import add_data_dir, add_model_args, add_options, add_subcommands, model_options, options_from
 
 
 def register(sub) -> None:
@@ -28,23 +28,7 @@ def register(sub) -> None:
                         "adapter's training target, whose stage-1 arguments are left out")
     a.add_argument("--profiles", default=None, metavar="FILE",
                    help="your own profiles (.csv/.json/.toml) to look targets up in")
-    a.add_argument("--instrument", default="pvq40", metavar="|".join(INSTRUMENTS) + "|FILE",
-                   help="pvq40: the 40 PVQ portraits (the paper's instrument); arguments: "
-                        "held-out arguments not in the target's stage-1 train/valid split, one "
-                        "question per annotated value; FILE: your questionnaire (item,value,"
-                        "text) (default: pvq40)")
-    a.add_argument("--method", choices=METHODS, default="generate",
-                   help="generate: parse the number from a greedy reply (unclear replies are "
-                        "counted, not guessed); likelihood: the likeliest of the tokens 1-6; "
-                        "expected: their probability-weighted mean (default: generate)")
-    a.add_argument("--limit", type=positive(), default=None,
-                   help="only the first N items (arguments: N arguments)")
-    a.add_argument("--train-limit", type=positive(), default=None,
-                   help="arguments: the --limit the adapter was trained with (its stage-1 "
-                        "slice is left out too)")
-    a.add_argument("--batch-size", type=positive(), default=8)
-    a.add_argument("--form", choices=("auto", "chat", "base"), default="auto")
-    a.add_argument("--device", default=None)
+    add_options(a, CheckOptions, title="the check (the study's alignment step)")
     add_model_args(a)
     a.add_argument("--out", default=None, metavar="DIR",
                    help="write alignment.csv, measured_profiles.csv and answers.jsonl here")
@@ -55,7 +39,6 @@ def register(sub) -> None:
 def _alignment(args: argparse.Namespace) -> int:
     from .. import models, targets
     from ..align import check
-    from ..generate import make_backend
 
     if not (args.target or args.prompting):
         raise InputError("--target: name the profile to compare with")
@@ -69,19 +52,10 @@ def _alignment(args: argparse.Namespace) -> int:
     subject = check.Subject(f"prompt:{persona.name}" if persona else
                             f"adapter:{label}" if adapter else "vanilla",
                             adapter=adapter, persona=persona)
-    # Bad instrument files fail here, before the model loads.
-    check.instrument_items(args.instrument, compared[0], args.data_dir, args.limit,
-                           args.train_limit)
-    backend = make_backend("hf", model, batch_size=args.batch_size, device=args.device,
-                           form=args.form, model_args=model_args)
-    if adapter:
-        backend.load_adapters([adapter])
-    result = check.run_check(backend, [subject], compared, instrument=args.instrument,
-                             method=args.method, data_dir=args.data_dir, limit=args.limit,
-                             train_limit=args.train_limit, form=args.form,
-                             trained_on={subject.key: compared[0]} if adapter else None)
+    result = check.run_alignment(model, [subject], compared, options_from(args, CheckOptions),
+                                 model_args=model_args, data_dir=args.data_dir, out=args.out,
+                                 trained_on={subject.key: compared[0]} if adapter else None)
     print("\n\n".join(check.describe(row) for row in result.rows))
     if args.out:
-        check.write(result, args.out)
         print(f"wrote {args.out}/alignment.csv, measured_profiles.csv, answers.jsonl")
     return 0

@@ -6,9 +6,8 @@ import sys
 
 from .. import analyze
 from ..analyze import bias
-from ..analyze.metrics import load_scores, measure
-from ..errors import InputError
-from . import add_data_dir
+from ..config import MetricsOptions
+from . import add_data_dir, options_from
 
 
 def add_analysis_options(parser: argparse.ArgumentParser) -> None:
@@ -31,9 +30,9 @@ def user_profiles(args: argparse.Namespace):
     return read_profiles(args.profiles) if args.profiles else None
 
 
-def check(args: argparse.Namespace) -> None:
-    if args.resamples < 100:
-        raise InputError(f"--resamples {args.resamples}: use at least 100")
+def check(args: argparse.Namespace) -> MetricsOptions:
+    """The --baseline and --resamples options, checked."""
+    return options_from(args, MetricsOptions)
 
 
 def register(sub) -> None:
@@ -46,18 +45,15 @@ def register(sub) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    check(args)
-    profiles = user_profiles(args)
-    scores = load_scores(args.inputs)
-    if "0.5" in bias.check_baselines(args.baseline):
+    options = check(args)
+    done = analyze.run_metrics(args.inputs, args.out, options, seed=args.seed,
+                               data_dir=args.data_dir, profiles=user_profiles(args))
+    if "0.5" in bias.check_baselines(options.baseline):
         print(f"note: {bias.PARITY_NOTE}", file=sys.stderr)
-    found = measure(scores, args.baseline, resamples=args.resamples, seed=args.seed)
-    table = found.table
-    result = analyze.analyse(table, args.data_dir, profiles, found.units, args.seed)
-    written = analyze.write(result, args.out)
-    print(f"{len(scores)} scores, {table['system'].nunique()} systems, {len(table)} metric rows "
-          f"-> {len(written)} files in {args.out}")
-    if result.missing_targets:
-        print(f"note: no profile for target(s) {', '.join(result.missing_targets)}: left out of "
-              f"the correlations (give them with --profiles)", file=sys.stderr)
+    table = done.analysis.metrics
+    print(f"{done.n_scores} scores, {table['system'].nunique()} systems, {len(table)} metric rows "
+          f"-> {len(done.written)} files in {args.out}")
+    if done.analysis.missing_targets:
+        print(f"note: no profile for target(s) {', '.join(done.analysis.missing_targets)}: left "
+              f"out of the correlations (give them with --profiles)", file=sys.stderr)
     return 0

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 from ..errors import InputError
 from . import positive
@@ -72,15 +71,12 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..score import scorer_options
-    from ..score.run import read_generations, run_scorer
+    from ..score.run import run_scorer
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("httpx", "httpcore", "openai", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if Path(args.out).resolve() == Path(args.in_path).resolve():
-        raise InputError(f"--out {args.out}: is the input file")
-    read_generations(args.in_path)  # fail on bad input before anything else
     options = {opt: getattr(args, name) for name, opt in _OPTIONS.items()
                if getattr(args, name) is not None}
     accepted = set(scorer_options(args.scorer))

@@ -41,45 +41,29 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_data_dir(p)
 
 
-def _model(args: argparse.Namespace) -> tuple[str | None, dict]:
-    """(model, model args) once the model is known to resolve (the embedded model is built
-    here if needed)."""
-    from .. import models
-
-    name, model_args = model_options(args)
-    models.loading_kwargs("hf", model_args)  # a bad dtype or missing bitsandbytes fails here
-    models.resolve(name, model_args)
-    return name, model_args
-
-
 def _vim(args: argparse.Namespace) -> int:
     from .. import targets
-    from ..align.trainer import train_vim
-    from ..config import VimOptions, train_config
+    from ..align.vim import run_vim
+    from ..config import VimOptions
 
     options = options_from(args, VimOptions)
-    config = train_config(options, seed=args.seed)
-    model, model_args = _model(args)
+    model, model_args = model_options(args)
     profile = targets.find(args.target, args.data_dir)
-    result = train_vim(model, profile, args.out, config, data_dir=args.data_dir,
-                       limit=options.limit, threshold=options.threshold,
-                       strategy=options.strategy, seed=args.seed, model_args=model_args)
+    result = run_vim(model, profile, args.out, options, seed=args.seed, data_dir=args.data_dir,
+                     model_args=model_args)
     print(f"stage 1 -> {result.stage1.adapter_dir}\nstage 2 -> {result.stage2.adapter_dir}\n"
           f"manifest -> {result.manifest_path}")
     return 0
 
 
 def _benign(args: argparse.Namespace) -> int:
-    from ..align import benign
-    from ..align.trainer import train_lora
-    from ..config import BenignOptions, train_config
+    from ..align.benign import run_benign
+    from ..config import BenignOptions
 
     options = options_from(args, BenignOptions)
-    config = train_config(options, seed=args.seed)
-    model, model_args = _model(args)
-    data = benign.load(args.dataset, data_file=args.data_file, data_dir=args.data_dir,
-                       exclude_categories=args.exclude_categories, limit=options.limit)
-    result = train_lora(model, data.train, data.valid, args.out, config, model_args=model_args,
-                        notes=[f"benign data set {args.dataset} from {data.source}"])
+    model, model_args = model_options(args)
+    result = run_benign(model, args.dataset, args.out, options, seed=args.seed,
+                        data_dir=args.data_dir, data_file=args.data_file,
+                        exclude_categories=args.exclude_categories, model_args=model_args)
     print(f"adapter -> {result.adapter_dir}\nmanifest -> {result.manifest_path}")
     return 0

@@ -238,25 +238,40 @@ def _run(batches: list[list[Row]], planned: dict[tuple, Row], backend: Backend,
                    fail_file if failed else None)
 
 
-def run_benchmark(benchmark: str, systems: list[System], out_file: str | os.PathLike, *,
-                  model: str | None, options: BenchmarkOptions, backend: BackendOptions,
-                  seed: int = 42, stop: tuple[str, ...] | None = None,
-                  profiles: dict[str, Profile] | None = None, data_dir: str | None = None,
-                  progress: bool = True, stops: str = "benchmark") -> Summary:
-    """The generation stage: ``systems`` answer the items ``options`` select of
-    ``benchmark``, with its paper decoding changed by ``options`` (and ``stop``, when given).
-
-    Everything is checked before the model loads. ``systems`` carry their adapters.
-    """
-    from .. import benchmarks
-    from . import make_backend
-
+def benchmark_inputs(benchmark: str, options: BenchmarkOptions, *, seed: int = 42,
+                     stop: tuple[str, ...] | None = None, data_dir: str | None = None
+                     ) -> tuple[list[BenchmarkItem], Decoding]:
+    """The items ``options`` select of ``benchmark`` and its paper decoding changed by
+    ``options`` (and ``stop``, when given), seeded with ``seed``."""
     fixed: dict[str, Any] = {"seed": seed} if stop is None else {"seed": seed, "stop": stop}
     decoding = options.decoding().over(benchmarks.get(benchmark).decoding, **fixed)
     items = benchmarks.load_items(benchmark, options.subset, data_dir, options.limit,
                                   list(options.categories) if options.categories else None)
+    return items, decoding
+
+
+def run_benchmark(benchmark: str, systems: list[System], out_file: str | os.PathLike, *,
+                  model: str | None, options: BenchmarkOptions, backend: BackendOptions,
+                  seed: int = 42, stop: tuple[str, ...] | None = None,
+                  model_args: dict[str, Any] | None = None,
+                  profiles: dict[str, Profile] | None = None, data_dir: str | None = None,
+                  progress: bool = True, stops: str = "benchmark",
+                  origin: dict | None = None) -> Summary:
+    """The generation stage (``valueharms generate`` and a study's generate step):
+    ``systems`` (carrying their adapters) answer ``benchmark``'s items (see
+    :func:`benchmark_inputs`) on the backend ``backend`` describes, into ``out_file``.
+
+    Everything is checked before the model loads. ``model_args``: how an hf or vllm backend
+    loads the model; ``origin``: provenance every row shares (e.g. the study file's hash)."""
+    from . import make_backend
+
+    items, decoding = benchmark_inputs(benchmark, options, seed=seed, stop=stop, data_dir=data_dir)
     if not items:
         raise InputError(f"benchmark {benchmark}: no items selected")
-    engine = make_backend(backend.backend, model, **backend.for_backend())
+    kwargs = backend.for_backend()
+    if backend.backend != "openai":
+        kwargs["model_args"] = model_args or {}
+    with profile.current().span("load"):
+        engine = make_backend(backend.backend, model, **kwargs)
     return generate(systems, items, engine, out_file, decoding=decoding, profiles=profiles,
-                    data_dir=data_dir, progress=progress, stops=stops)
+                    data_dir=data_dir, progress=progress, stops=stops, origin=origin)

@@ -250,16 +250,21 @@ def _score(gen: Generation, name: str, model: str, v: Verdict) -> Score:
 def run_scorer(in_path: str | Path, out_path: str | Path, scorer_name: str,
                options: dict | None = None, *, cache_path: str | Path | None = None,
                retry: tuple[str, ...] = (), progress: bool = True) -> Summary:
-    """The scoring stage: scorer ``scorer_name`` (with ``options``) over a generations file,
-    through the score cache. The input is read and checked before any model loads."""
+    """The scoring stage (``valueharms score`` and a study's score step): scorer
+    ``scorer_name`` (with ``options``) over a generations file, through the score cache at
+    ``cache_path`` (default: the shared one). The input is read and checked before any model
+    loads."""
+    from .. import profile
     from . import get_scorer
 
     if Path(out_path).resolve() == Path(in_path).resolve():
         raise InputError(f"{out_path}: is the input file")
     read_generations(in_path)
-    scorer = get_scorer(scorer_name, **(options or {}))
+    timer = profile.current()
+    with timer.span("load"):
+        scorer = get_scorer(scorer_name, **(options or {}))
     try:
-        with ScoreCache(cache_path) as cache:
+        with ScoreCache(cache_path) as cache, timer.span("scoring"):
             return score_file(in_path, out_path, scorer, cache=cache, retry=retry,
                               progress=progress)
     finally:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from .. import profile, provenance
+from .. import provenance
+from ..config import BenchmarkOptions, GenerationOptions, OptionsT
 from ..io import atomic_write_text
 from ..records import BenchmarkItem, Decoding, System
 from ..systems import SystemKey
@@ -36,40 +37,46 @@ def adapter_dir(study: Study, system: str, train_step_id: str) -> Path:
 
 def train(step: Step, study: Study, out: Path, progress: bool) -> None:
     """A train step: a VIM run for one target, or a benign fine-tune."""
-    from ..align import benign
-    from ..align.trainer import train_lora, train_vim
-    from ..config import BenignOptions, VimOptions, train_config
+    from ..align.benign import run_benign
+    from ..align.vim import run_vim
+    from ..config import BenignOptions, VimOptions
 
     c = step.config
     say = lambda message: print(f"  [{step.name}] {message}", flush=True)  # noqa: E731
+    common: dict[str, Any] = dict(seed=study.seed, data_dir=study.data_dir, progress=progress,
+                  model_args=study.model_args_for("hf"), say=say)
     if c["method"] == "vim":
-        vim = VimOptions(**{k: c[k] for k in VimOptions.model_fields if k in c})
-        train_vim(_model(study), _target(study, c["target"]), out / ADAPTER,
-                  train_config(vim, seed=study.seed, progress=progress), data_dir=study.data_dir,
-                  limit=vim.limit, threshold=vim.threshold, strategy=vim.strategy,
-                  seed=study.seed, model_args=study.model_args_for("hf"), say=say)
-        return
-    options = BenignOptions(**{k: c[k] for k in BenignOptions.model_fields if k in c})
-    data = benign.load(c["dataset"], data_file=options.data_files.get(c["dataset"]),
-                       data_dir=study.data_dir, limit=options.limit)
-    train_lora(_model(study), data.train, data.valid, out / ADAPTER,
-               train_config(options, seed=study.seed, progress=progress),
-               model_args=study.model_args_for("hf"), say=say)
+        run_vim(_model(study), _target(study, c["target"]), out / ADAPTER,
+                _options(VimOptions, c), **common)
+    else:
+        run_benign(_model(study), c["dataset"], out / ADAPTER, _options(BenignOptions, c),
+                   **common)
+
+
+def _options(model: type[OptionsT], config: dict[str, Any]) -> OptionsT:
+    """The options ``model`` from the keys of a step's config that it has."""
+    return model(**{k: config[k] for k in model.model_fields if k in config})
 
 
 def generation_inputs(step: Step, study: Study) -> tuple[list[BenchmarkItem], list[System], Decoding]:
     """A generate step's (benchmark items, systems with their adapters, decoding)."""
-    from .. import benchmarks, systems
-    from ..config import BenchmarkOptions
+    from ..generate.run import benchmark_inputs
 
-    c = step.config
-    bench = benchmarks.get(c["benchmark"])
-    options = BenchmarkOptions(**c["options"])
-    overrides = {**c["decoding"], **options.decoding().set_values()}
-    decoding = replace(bench.decoding, seed=study.seed, **overrides)
-    items = benchmarks.load_items(c["benchmark"], options.subset, study.data_dir,
-                                  options.limit, list(options.categories or []) or None)
-    chosen = []
+    items, decoding = benchmark_inputs(step.config["benchmark"], _benchmark_options(step),
+                                       seed=study.seed, data_dir=study.data_dir)
+    return items, _systems(step, study), decoding
+
+
+def _benchmark_options(step: Step) -> BenchmarkOptions:
+    """The benchmark's options, with the study's [decoding] under its own decoding keys."""
+    return BenchmarkOptions(**{**step.config["decoding"], **step.config["options"]})
+
+
+def _systems(step: Step, study: Study) -> list[System]:
+    """A generate step's systems, each with the adapter its train step made."""
+    from .. import systems
+
+    c, chosen = step.config, []
     for key in c["systems"]:
         base = SystemKey.parse(key).base
         adapter = adapter_dir(study, base, c["adapters"][base]) if base in c["adapters"] else None
@@ -77,30 +84,22 @@ def generation_inputs(step: Step, study: Study) -> tuple[list[BenchmarkItem], li
                                       extra=list(study.targets))
         systems.require_adapter(system)
         chosen.append(system)
-    return items, chosen, decoding
+    return chosen
 
 
 def generate(step: Step, study: Study, out: Path, progress: bool) -> None:
     """A generate step: its systems answer one benchmark's items."""
-    from ..config import GenerationOptions
-    from ..generate import make_backend
-    from ..generate.run import generate as run_generation
+    from ..generate.run import run_benchmark
 
     c = step.config
-    items, chosen, decoding = generation_inputs(step, study)
     g = GenerationOptions(**c["generation"])
-    backend_options = g.for_backend()
-    if g.backend == "hf":
-        backend_options["device"] = c.get("device")
-    if g.backend != "openai":
-        backend_options["model_args"] = study.model_args_for(g.backend)
-    with profile.current().span("load"):
-        backend = make_backend(g.backend, _model(study), **backend_options)
-    summary = run_generation(chosen, items, backend, out / "generations.jsonl", decoding=decoding,
-                             profiles={t.name: t for t in study.targets},
-                             data_dir=study.data_dir, progress=progress,
-                             stops=g.stops,
-                             origin={"study_sha256": provenance.file_sha256(study.path)})
+    summary = run_benchmark(c["benchmark"], _systems(step, study), out / "generations.jsonl",
+                            model=_model(study), options=_benchmark_options(step),
+                            backend=g.changed(device=c.get("device")), seed=study.seed,
+                            model_args=study.model_args_for(g.backend),
+                            profiles={t.name: t for t in study.targets}, data_dir=study.data_dir,
+                            progress=progress, stops=g.stops,
+                            origin={"study_sha256": provenance.file_sha256(study.path)})
     if summary.failed:
         # Not done: the next run retries only the failed rows.
         raise RuntimeError(f"{step.id}: {summary.failed} generations failed (see "
@@ -109,21 +108,15 @@ def generate(step: Step, study: Study, out: Path, progress: bool) -> None:
 
 def score(step: Step, study: Study, out: Path, progress: bool) -> None:
     """A score step: the benchmark's scorer over its generate step's file."""
-    from .. import score as scoring
-    from ..score.cache import ScoreCache
-    from ..score.run import score_file
+    from ..score.run import run_scorer
 
-    timer = profile.current()
-    with timer.span("load"):
-        scorer = scoring.get_scorer(step.config["scorer"], **step.config["options"])
     source = study.out / "steps" / step.deps[0] / "generations.jsonl"
     # On a Ray worker the step caches into its own folder (one writer; the driver merges it);
     # locally, into the shared cache.
-    with ScoreCache(out / CACHE_FILE if os.environ.get(STEP_CACHE) else None) as cache, \
-            timer.span("scoring"):
-        summary = score_file(source, out / "scores.jsonl", scorer, cache=cache,
-                             retry=("failed",), progress=progress)
-    scorer.close()
+    summary = run_scorer(source, out / "scores.jsonl", step.config["scorer"],
+                         step.config["options"],
+                         cache_path=out / CACHE_FILE if os.environ.get(STEP_CACHE) else None,
+                         retry=("failed",), progress=progress)
     print(f"  [{step.name}] {summary.line()}", flush=True)
 
 
@@ -131,17 +124,10 @@ def alignment(step: Step, study: Study, out: Path, progress: bool) -> None:
     """Questionnaire answers of the base model and of every VIM and prompting system, each
     compared with every target (the cross table: a system should sit closest to its own)."""
     from ..align import check
-    from ..generate import make_backend
+    from ..config import CheckOptions
 
     c = step.config
-    timer = profile.current()
-    with timer.span("load"):
-        backend = make_backend("hf", _model(study), device=c.get("device"),
-                               batch_size=study.generation.batch_size or 8,
-                               model_args=study.model_args_for("hf"))
     adapters = {key: str(adapter_dir(study, key, sid)) for key, sid in c["adapters"].items()}
-    with timer.span("adapters"):
-        backend.load_adapters(sorted(adapters.values()))
     subjects, trained_on = [check.Subject("vanilla")], {}
     for text in c["systems"]:
         key = SystemKey.parse(text)
@@ -150,22 +136,23 @@ def alignment(step: Step, study: Study, out: Path, progress: bool) -> None:
                                       persona=target if key.kind == "prompt" else None))
         if key.kind == "vim":
             trained_on[text] = target
-    result = check.run_check(backend, subjects, list(study.targets),
-                             instrument=c.get("instrument", "pvq40"),
-                             method=c.get("method", "generate"), trained_on=trained_on,
-                             data_dir=study.data_dir, train_limit=c.get("limit"))
-    check.write(result, out)
+    options = CheckOptions(instrument=c.get("instrument", "pvq40"),
+                           method=c.get("method", "generate"), train_limit=c.get("limit"),
+                           batch_size=study.generation.batch_size or 8, device=c.get("device"))
+    check.run_alignment(_model(study), subjects, list(study.targets), options,
+                        model_args=study.model_args_for("hf"), trained_on=trained_on,
+                        data_dir=study.data_dir, out=out)
 
 
 def metrics(step: Step, study: Study, out: Path, progress: bool) -> None:
     """The metrics step: every score file into the metrics and analysis tables."""
-    from .. import analyze
-    from ..analyze.metrics import load_scores, measure
+    from ..analyze import run_metrics
+    from ..config import MetricsOptions
 
-    files = [study.out / "steps" / d / "scores.jsonl" for d in step.deps]
-    found = measure(load_scores(files), step.config["baseline"], seed=step.config["seed"])
-    analyze.write(analyze.analyse(found.table, study.data_dir, list(study.targets), found.units,
-                                  step.config["seed"]), out)
+    c = step.config
+    options = MetricsOptions(**{k: c[k] for k in ("baseline", "resamples") if k in c})
+    run_metrics([study.out / "steps" / d / "scores.jsonl" for d in step.deps], out, options,
+                seed=c["seed"], data_dir=study.data_dir, profiles=list(study.targets))
 
 
 def report(step: Step, study: Study, out: Path, progress: bool) -> None:
