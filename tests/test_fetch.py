@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import need_data, run_cli
+from valueharms.errors import InputError
 
 
 @pytest.fixture
@@ -64,7 +65,7 @@ def test_a_checksum_mismatch_exits_2_and_caches_nothing(tmp_path, mirror):
 @pytest.mark.parametrize("args, says", [
     ([], "name the data sets or give --all"),
     (["nope"], "data set 'nope': unknown"),
-    (["samsum"], "samsum: no public source"),  # without a mirror
+    (["samsum"], "samsum: no public source to fetch it from (no pinned"),  # without a mirror
     (["advbench"], "download from"),  # not on the mirror: HTTP 404
 ])
 def test_bad_fetches_exit_2_with_one_line(tmp_path, mirror, args, says):
@@ -73,3 +74,105 @@ def test_bad_fetches_exit_2_with_one_line(tmp_path, mirror, args, says):
     assert result.returncode == 2 and says in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
+
+
+# ----------------------------------------------------------------- the Hugging Face path
+# No network here: huggingface_hub's download function is replaced by one that copies from a
+# local folder laid out as repo/revision/file (the transport only). What valueharms does with
+# the file (the pinned repo, revision and token it asks for, the checksum, the placement into
+# the cache) is the real code.
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """The local "hub" folder and the list of download calls made."""
+    import shutil
+
+    import huggingface_hub
+
+    root, calls = tmp_path / "hub", []
+
+    def download(repo_id, filename, *, repo_type, revision, token, local_dir):
+        calls.append({"repo": repo_id, "file": filename, "type": repo_type,
+                      "revision": revision, "token": token})
+        source = root / repo_id / revision / filename
+        target = Path(local_dir) / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        return str(target)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.delenv("VALUEHARMS_MIRROR", raising=False)
+    monkeypatch.setenv("VALUEHARMS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VALUEHARMS_DATA", str(tmp_path / "empty"))
+    return root, calls
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    """The CLI in this process (the fake transport lives here): exit code, stderr."""
+    import contextlib
+    import io
+
+    from valueharms.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = main(list(args))
+    return rc, err.getvalue()
+
+
+def test_a_hub_file_is_asked_at_its_pinned_revision_and_refused_unless_it_matches(hub, tmp_path):
+    from valueharms.sources import DATASETS
+
+    root, calls = hub
+    dolly = DATASETS["dolly"]
+    assert dolly.hub is not None
+    served = root / dolly.hub.repo / dolly.hub.revision / dolly.hub.filename
+    served.parent.mkdir(parents=True)
+    served.write_text('{"instruction": "not the published file"}\n')
+    rc, err = _cli("data", "fetch", "dolly", "--no-progress")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "sha256" in err, err
+    assert calls == [{"repo": "databricks/databricks-dolly-15k", "file": "databricks-dolly-15k.jsonl",
+                      "type": "dataset", "revision": dolly.hub.revision, "token": None}]
+    cache = tmp_path / "cache" / "data"
+    assert not (cache / dolly.filename).exists() and not list(cache.glob(".fetch.*"))
+
+
+def test_a_matching_hub_file_is_placed_in_the_cache(hub, tmp_path, monkeypatch):
+    import hashlib
+
+    from valueharms import fetch
+    from valueharms.sources import DataSet, HubFile
+
+    root, calls = hub
+    body = b'{"dialogue": "A: hi\\nB: hello", "summary": "They greet."}\n'
+    ds = DataSet("tiny", "nested/tiny.jsonl", "a test set", None, hashlib.sha256(body).hexdigest(),
+                 "one row", hub=HubFile("org/tiny", "data/tiny.jsonl", "0123abcd", gated=True))
+    served = root / "org/tiny/0123abcd/data/tiny.jsonl"
+    served.parent.mkdir(parents=True)
+    served.write_bytes(body)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(InputError, match=r"gated .*\$HF_TOKEN"):
+        fetch.download(ds, progress=False)
+    assert calls == []  # a gated set without a token asks nothing
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    path = fetch.download(ds, progress=False)
+    assert path == tmp_path / "cache" / "data" / "nested" / "tiny.jsonl"
+    assert path.read_bytes() == body
+    assert calls[-1]["token"] == "hf_test_token" and calls[-1]["revision"] == "0123abcd"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["tiny.jsonl"]  # nothing left over
+
+
+def test_a_git_blob_id_checks_a_file_without_a_sha256(tmp_path):
+    import subprocess
+
+    from valueharms import fetch
+    from valueharms.sources import DATASETS
+
+    path = tmp_path / "alpaca_data.json"
+    path.write_text('[{"instruction": "x", "input": "", "output": "y"}]\n')
+    git = subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True)
+    assert git.returncode == 0 and fetch.git_blob(path) == git.stdout.strip()
+    alpaca = DATASETS["alpaca"]
+    assert alpaca.sha256 is None and alpaca.git_blob and alpaca.url and "/main/" not in alpaca.url
+    assert fetch.mismatch(path, alpaca) == (f"git blob id {git.stdout.strip()}, expected "
+                                            f"{alpaca.git_blob}")

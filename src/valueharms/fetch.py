@@ -1,10 +1,13 @@
 """Getting the data sets: ``valueharms data fetch`` and ``valueharms data list``.
 
-Every set comes from its public source: a raw file address (the paper's repository at a
-pinned commit, HolisticBias, AdvBench, Alpaca) or a Hugging Face dataset file at a pinned
-revision, fetched with ``huggingface_hub`` (``$HF_TOKEN`` for gated ones). ``$VALUEHARMS_MIRROR``
-replaces every source by ``MIRROR/<file name>`` (an offline copy, a test server). A file goes
-into the cache only whole and only when its checksum matches.
+Every set that has a public source comes from it: a raw file address (the paper's repository
+at a pinned commit, HolisticBias, AdvBench, Alpaca at a pinned commit) or a Hugging Face
+dataset file at a pinned revision, fetched with ``huggingface_hub`` (``$HF_TOKEN`` for gated
+ones). ``$VALUEHARMS_MIRROR`` replaces every source by ``MIRROR/<file name>`` (an offline copy,
+a test server). A file goes into the cache only whole and only when its checksum matches: its
+SHA-256, or for a set we had no copy of (Alpaca, the safety-filtered Dolly) git's blob id of
+the file at the pinned commit. The PVQ-40 CSV and SAMSum have no public source (``data list``
+says why).
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ class Found:
 
     key: str
     path: Path | None  # None: in no data directory
-    checksum: str  # ok, MISMATCH, unchecked (no published checksum), missing
+    checksum: str  # ok, MISMATCH, unchecked (no checksum known), missing
 
     def line(self, source: str = "-") -> str:
         """One line of ``valueharms data list``: the path, else where it would come from."""
@@ -47,8 +50,13 @@ def source(ds: DataSet) -> str:
         return f"hf://datasets/{ds.hub.repo}@{ds.hub.revision}/{ds.hub.filename}"
     if ds.url:
         return ds.url
-    raise InputError(f"data set {ds.key}: no public source to fetch it from ({ds.origin}); put "
-                     f"{ds.filename} in a data directory or pass --data-dir DIR")
+    raise InputError(f"data set {ds.key}: no public source to fetch it from ({ds.no_source}); "
+                     f"put {ds.filename} in a data directory or pass --data-dir DIR")
+
+
+def where_from(ds: DataSet) -> str:
+    """Where ``ds`` comes from, for ``valueharms data list``: its source, or why it has none."""
+    return source(ds) if ds.fetchable else f"(no public source: {ds.no_source})"
 
 
 def sha256(path: Path) -> str:
@@ -58,6 +66,24 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def git_blob(path: Path) -> str:
+    """git's object id of a file: SHA-1 over ``blob <size>\0`` and its bytes."""
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def mismatch(path: Path, ds: DataSet) -> str | None:
+    """What is wrong with ``path``'s checksum (None when it matches or none is known)."""
+    if ds.sha256 and (digest := sha256(path)) != ds.sha256:
+        return f"sha256 {digest}, expected {ds.sha256}"
+    if ds.git_blob and (blob := git_blob(path)) != ds.git_blob:
+        return f"git blob id {blob}, expected {ds.git_blob}"
+    return None
 
 
 def download(ds: DataSet, *, progress: bool = True) -> Path:
@@ -76,10 +102,9 @@ def download(ds: DataSet, *, progress: bool = True) -> Path:
             raise InputError(f"missing data file {ds.filename}: download from {where} failed "
                              f"({exc}); place the file in a data directory or pass "
                              f"--data-dir DIR") from None
-        digest = sha256(part)
-        if ds.sha256 and digest != ds.sha256:
-            raise InputError(f"downloaded {ds.filename} from {where} has sha256 {digest}, "
-                             f"expected {ds.sha256}")
+        wrong = mismatch(part, ds)
+        if wrong:
+            raise InputError(f"downloaded {ds.filename} from {where} has {wrong}")
         os.replace(part, target)
     return target
 
@@ -138,7 +163,7 @@ def find(key: str, data_dir: str | None = None) -> Found:
     for folder in search_path(data_dir):
         path = folder / ds.filename
         if path.is_file():
-            state = "unchecked" if not ds.sha256 else "ok" if sha256(path) == ds.sha256 \
-                else "MISMATCH"
+            state = "unchecked" if not (ds.sha256 or ds.git_blob) else \
+                "MISMATCH" if mismatch(path, ds) else "ok"
             return Found(key, path, state)
     return Found(key, None, "missing")

@@ -42,6 +42,10 @@ class DataSet:
 
     ``url`` (or ``hub``) is where ``valueharms data fetch`` gets it; ``auto``: a missing
     file is downloaded on first use too (small files whose public address is stable).
+    ``git_blob``: git's object id of the file at the pinned commit of ``url``, the checksum
+    of a set whose SHA-256 we could not take from a copy of our own (git hashes the content
+    too: SHA-1 of ``blob <size>\0`` and the bytes). ``no_source``: why a set without ``url``
+    or ``hub`` has none, said by ``valueharms data list`` and the missing-file error.
     """
 
     key: str
@@ -52,6 +56,13 @@ class DataSet:
     description: str
     hub: HubFile | None = None
     auto: bool = False
+    git_blob: str | None = None
+    no_source: str = ""
+
+    @property
+    def fetchable(self) -> bool:
+        """Whether ``valueharms data fetch`` has a public source for it."""
+        return bool(self.url or self.hub)
 
 
 # The paper's repository at the commit its data files were checked against (every checksum
@@ -60,6 +71,9 @@ PAPER_COMMIT = "4a20909328a10dea73761b0a96afc2d10a2cb60a"
 _PAPER = f"https://raw.githubusercontent.com/JaehyeokLee-119/Unintended-Harms-LLM/{PAPER_COMMIT}/data/"
 _PAPER_REPO = "the paper's published code (Choi et al., ACL 2025)"
 _HB = "https://raw.githubusercontent.com/facebookresearch/ResponsibleNLP/main/holistic_bias/dataset/v1.1/"
+# Stanford Alpaca's repository at the commit whose tree gave alpaca_data.json's blob id.
+_ALPACA = ("https://raw.githubusercontent.com/tatsu-lab/stanford_alpaca/"
+           "761dc5bfbdeeffa89b8bff5d038781a4055f796a/")
 
 DATASETS: dict[str, DataSet] = {d.key: d for d in [
     DataSet("valueeval", "valueEval_10.csv", f"Touche23-ValueEval, as processed in {_PAPER_REPO}",
@@ -90,7 +104,9 @@ DATASETS: dict[str, DataSet] = {d.key: d for d in [
     DataSet("pvq40", "pvq40.csv", "Portrait Values Questionnaire, 40 items (Schwartz et al., "
             "2001), as shipped in the original VIM code (data/pvq/pvq40.xlsx)", None,
             "f5d70d964170c9613d67dffb0b7f921cec0b19872442f71c2477c38aec3cffb6",
-            "item,value,text: the 40 portraits and their value (the scoring key)"),
+            "item,value,text: the 40 portraits and their value (the scoring key)",
+            no_source="the CSV is made from the VIM code's pvq40.xlsx (a stray </span> removed "
+                      "from item 9); no public CSV to download"),
     DataSet("rtp", "real_toxic_prompts.csv",
             f"RealToxicityPrompts (Gehman et al., 2020), the prompt texts as in {_PAPER_REPO}",
             _PAPER + "real_toxic_prompts.csv",
@@ -127,9 +143,10 @@ DATASETS: dict[str, DataSet] = {d.key: d for d in [
            "bac592574f81df55e8c8d8e3919a866d43cbd8df5ae9376a68d95e7b83dbebac"),
           ("sentence_templates",
            "8b1cf8fc3c9a10b12cf77902e8c2ff3d80e3fcfff2f177a00256925acb4f53a5")]],
-    DataSet("alpaca", "alpaca_data.json", "Stanford Alpaca",
-            "https://raw.githubusercontent.com/tatsu-lab/stanford_alpaca/main/alpaca_data.json",
-            None, "instruction/input/output JSON list", auto=True),
+    DataSet("alpaca", "alpaca_data.json", "Stanford Alpaca (the same file is in the paper's "
+            "code's data folder)", _ALPACA + "alpaca_data.json", None,
+            "instruction/input/output JSON list", auto=True,
+            git_blob="3779ddbc040543ab1834ef216c983d6fcc06cc9a"),
     DataSet("dolly", "databricks-dolly-15k.jsonl", "databricks/databricks-dolly-15k", None,
             "2df9083338b4abd6bceb5635764dab5d833b393b55759dffb0959b6fcbf794ec",
             "instruction/context/response JSONL",
@@ -138,9 +155,14 @@ DATASETS: dict[str, DataSet] = {d.key: d for d in [
     DataSet("dolly-no-safety", "databricks-dolly-15k-no-safety.jsonl",
             "Dolly with safety-flavoured responses removed (Qi et al., 2023, "
             "LLM-Tuning-Safety/LLMs-Finetuning-Safety dolly_remove_safety.py); in the paper's "
-            "code's data folder", None, None, "instruction/context/response JSONL"),
+            "code's data folder", _PAPER + "databricks-dolly-15k-no-safety.jsonl", None,
+            "instruction/context/response JSONL",
+            git_blob="ea82685161fb0853432bd90f4d5d9b9d4ebb8870"),
     DataSet("samsum", "samsum.jsonl", "SAMSum (Gliwa et al., 2019)", None, None,
-            "dialogue/summary JSON or JSONL"),
+            "dialogue/summary JSON or JSONL",
+            no_source="no pinned public file with a checksum; without a local file, `train "
+                      "benign --dataset samsum` loads the Hugging Face copy Samsung/samsum "
+                      "with the optional datasets package (unchecked)"),
 ]}
 
 
@@ -171,10 +193,11 @@ def locate(key: str, data_dir: str | os.PathLike | None = None) -> Path:
         from .fetch import download
 
         return download(ds, progress=False)
+    how = f"run `valueharms data fetch {key}`, put it" if ds.fetchable else \
+        f"it has no public source to fetch from ({ds.no_source}): put it"
     raise InputError(
         f"missing data file {ds.filename} ({ds.origin}); looked in "
-        f"{', '.join(str(d) for d in dirs)}; run `valueharms data fetch {key}`, put it in one "
-        f"of these or pass --data-dir DIR")
+        f"{', '.join(str(d) for d in dirs)}; {how} in one of these or pass --data-dir DIR")
 
 
 # --------------------------------------------------------------------------- raw text

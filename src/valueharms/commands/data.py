@@ -51,9 +51,9 @@ def _fetch(args: argparse.Namespace) -> int:
         raise InputError("data fetch: name the data sets or give --all")
     names = args.names
     if args.all:
-        names = [k for k, ds in DATASETS.items() if ds.url or ds.hub]
+        names = [k for k, ds in DATASETS.items() if ds.fetchable]
         for key in sorted(set(DATASETS) - set(names)):
-            print(f"note: {key}: no public source to fetch from ({DATASETS[key].origin})",
+            print(f"note: {key}: no public source to fetch from ({DATASETS[key].no_source})",
                   file=sys.stderr)
     for key, path in zip(names, fetch.fetch(names, force=args.force,
                                             progress=not args.no_progress,
@@ -68,8 +68,10 @@ def _list(args: argparse.Namespace) -> int:
 
     print(f"{'data set':38} {'checksum':9} found at / fetched from")
     for key, ds in DATASETS.items():
-        origin = fetch.source(ds) if ds.url or ds.hub else "(no public source)"
-        print(fetch.find(key, args.data_dir).line(origin))
+        found = fetch.find(key, args.data_dir)
+        print(found.line(fetch.where_from(ds)))
+        if found.path and not ds.fetchable:  # found, but a new user could not fetch it
+            print(f"{'':48} (no public source: {ds.no_source})")
     return 0
 
 
