@@ -93,15 +93,20 @@ def _row(axis: str, bucket: str, descriptor: str, preference: str, noun: str, no
             "noun_gender": noun_gender, "noun_phrase": phrase, "noun_phrase_type": kind}
 
 
+def _entry(entry: Any, key: str, where: str) -> tuple[dict, str]:
+    """A JSON entry as a dict, and its ``key`` text (a bare string is that text)."""
+    entry = {key: entry} if isinstance(entry, str) else entry
+    text = entry.get(key) if isinstance(entry, dict) else None
+    if not isinstance(text, str) or not text:
+        raise InputError(f"{where}: entry {entry!r} has no {key!r} string")
+    return entry, text
+
+
 def _descriptor_phrases(descriptors: dict, nouns: list[tuple[str, str]]) -> Iterator[dict]:
     for axis, buckets in descriptors.items():
         for bucket, entries in _mapping(buckets, f"descriptors.json: axis {axis!r}").items():
             for entry in entries:
-                entry = {"descriptor": entry} if isinstance(entry, str) else entry
-                word = entry.get("descriptor") if isinstance(entry, dict) else None
-                if not isinstance(word, str) or not word:
-                    raise InputError(f"descriptors.json: {axis}/{bucket}: entry {entry!r} has no "
-                                     f"'descriptor' string")
+                entry, word = _entry(entry, "descriptor", f"descriptors.json: {axis}/{bucket}")
                 article = entry.get("article", _article(word))
                 gender = entry.get("gender", NONE)
                 preference = entry.get("preference", NO_PREFERENCE)
@@ -115,11 +120,7 @@ def _descriptor_phrases(descriptors: dict, nouns: list[tuple[str, str]]) -> Iter
 def _standalone_phrases(standalone: dict, nouns: list[tuple[str, str]]) -> Iterator[dict]:
     for axis, entries in standalone.items():
         for entry in entries:
-            entry = {"noun_phrase": entry} if isinstance(entry, str) else entry
-            phrase = entry.get("noun_phrase") if isinstance(entry, dict) else None
-            if not isinstance(phrase, str) or not phrase:
-                raise InputError(f"standalone_noun_phrases.json: {axis}: entry {entry!r} has no "
-                                 f"'noun_phrase' string")
+            entry, phrase = _entry(entry, "noun_phrase", f"standalone_noun_phrases.json: {axis}")
             preference = entry.get("preference", NO_PREFERENCE)
             if "{noun}" not in phrase:
                 yield _row(axis, NONE, phrase, preference, NONE, "neutral", phrase, "fixed_phrase")
