@@ -27,8 +27,7 @@ SHARED_LAYERS = 2
 # Backends are reached through valueharms.generate (make_backend, the Backend protocol).
 PRIVATE = {"generate.hf", "generate.vllm", "generate.openai_compat"}
 # Known crossings waiting for their fix; remove an entry with the fix.
-KNOWN = {("align", "generate.hf"),  # choice_logprobs on the backend interface (issue 14)
-         ("study", "generate.vllm")}  # the study reads a vLLM engine default at load
+KNOWN = {("study", "generate.vllm")}  # the study reads a vLLM engine default at load
 
 
 def _part(dotted: str) -> str:
