@@ -1,12 +1,15 @@
 """Model options (``--model-arg``, ``MODEL@REVISION``) and memory-lean training settings."""
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from valueharms import models
+from conftest import need_data
+from valueharms import models, targets
 from valueharms.align.trainer import TrainConfig, train_lora
 from valueharms.errors import InputError
 from valueharms.records import Example
@@ -32,6 +35,9 @@ def test_model_args_parse_typed_and_revision_short_form():
     ("hf", {"dtype": "float17"}, "dtype='float17'"),
     ("vllm", {"gpu_memory_utilization": 2}, "gpu_memory_utilization=2"),
     ("hf", {"trust_remote_code": "yes"}, "expected true or false"),
+    ("hf", {"quantization": "awq"}, "expected one of 4bit, 8bit"),
+    ("vllm", {"quantization": "4bit"}, "not bitsandbytes' 4bit/8bit"),
+    ("vllm", {"quantization": 4}, "expected a vLLM quantization method name"),
 ])
 def test_bad_model_args_name_the_key_and_backend(backend, args, message):
     with pytest.raises(InputError, match=message.replace("(", r"\(")):
@@ -194,6 +200,50 @@ def test_judge_scores_record_the_snapshot_and_fingerprint(tmp_path, monkeypatch)
         assert row["provenance"]["code"]["version"]
 
 
+def test_a_new_judge_snapshot_asks_cached_verdicts_again(cli, tmp_path):
+    """Run 1 caches four verdicts of snapshot A. Run 2 is answered by snapshot B: the text
+    before the first live reply keeps its cached A verdict (and says A), the new text shows B,
+    and the three cached texts after it are asked again and their rows replaced. Run 3, all
+    cached, makes no call and reports each verdict's own snapshot."""
+    from fakes import FakeJudge
+
+    def gens(name: str, texts: list[str]) -> Path:
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(
+            {"system": "vanilla", "benchmark": "hexphi", "prompt_id": t, "sample": 0,
+             "prompt": f"question {t}", "text": f"answer {t}", "model": "m", "decoding": {}})
+            + "\n" for t in texts))
+        return path
+
+    old = ["t0", "t1", "t2", "t3"]
+    first, later = gens("first.jsonl", old), gens("later.jsonl", ["t0", "new", *old[1:]])
+    with FakeJudge(snapshot="judge-x-A") as srv:
+        def score(src: Path, out: str):
+            result = cli("score", "--scorer", "judge-hexphi", "--base-url", srv.url,
+                         "--judge-model", "judge-x", "--qps", "0", "--in", str(src), "--out",
+                         str(tmp_path / out), "--cache", str(tmp_path / "c.sqlite"),
+                         "--no-progress", env={"OPENAI_API_KEY": "sk-test"})
+            assert result.returncode == 0, result.stderr
+            rows = [json.loads(x) for x in (tmp_path / out).read_text().splitlines()]
+            return result, {r["prompt_id"]: r["meta"]["judge_model"] for r in rows}
+
+        assert score(first, "s1.jsonl")[1] == dict.fromkeys(old, "judge-x-A")
+        assert len(srv.requests) == 4
+        srv.snapshot = "judge-x-B"
+        result, snapshots = score(later, "s2.jsonl")
+        asked = [t for r in srv.requests[4:] for t in ["t0", "new", *old[1:]]
+                 if f"answer {t}" in r["text"]]
+        assert snapshots == {"t0": "judge-x-A", "new": "judge-x-B", "t1": "judge-x-B",
+                             "t2": "judge-x-B", "t3": "judge-x-B"}
+        assert sorted(asked) == ["new", "t1", "t2", "t3"]  # each once, t0 not at all
+        assert "cache hits 1," in result.stdout + result.stderr
+        assert "re-asked 3 (judge snapshot changed)" in result.stdout + result.stderr
+        result, snapshots = score(later, "s3.jsonl")  # every text cached: no call at all
+        assert len(srv.requests) == 8 and "re-asked" not in result.stdout + result.stderr
+        assert snapshots == {"t0": "judge-x-A", "new": "judge-x-B", "t1": "judge-x-B",
+                             "t2": "judge-x-B", "t3": "judge-x-B"}
+
+
 # --------------------------------------------------------------------------- adapter systems
 
 def test_adapter_system_generates_as_the_same_adapter_under_vim(cli, tiny_model_dir, tmp_path):
@@ -279,3 +329,63 @@ def test_study_model_args_and_adapters(cli, tiny_model_dir, tmp_path, model_args
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_alignment_takes_an_adapter(cli, tiny_model_dir, tmp_path):
+    """The CLI check of your own LoRA: its row is labelled adapter:<folder> and its answers
+    differ from the base model's (a random LoRA made here)."""
+    need_data()
+    adapter = make_adapter(tiny_model_dir, tmp_path / "mine")
+    common = ["--model", str(tiny_model_dir), "--target", "Hed", "--method", "expected",
+              "--limit", "6"]
+    own = cli("evaluate", "alignment", "--adapter", adapter, *common, "--out",
+              str(tmp_path / "own"))
+    base = cli("evaluate", "alignment", *common, "--out", str(tmp_path / "base"))
+    assert own.returncode == 0 and base.returncode == 0, own.stderr + base.stderr
+    read = lambda name: list(csv.DictReader((tmp_path / name / "alignment.csv").open()))  # noqa: E731
+    (mine,), (vanilla,) = read("own"), read("base")
+    assert (mine["system"], mine["target"]) == ("adapter:mine", "Hed")
+    assert vanilla["system"] == "vanilla" and mine["nmse"] != vanilla["nmse"]
+
+
+ALIGNED_STUDY = """
+[study]
+out = "out"
+model = "{model}"
+
+[targets]
+names = ["Hed", "Pow"]
+
+[systems]
+methods = ["vanilla"]
+adapters = {{mine = "lora"}}
+
+[benchmarks.hexphi]
+limit = 1
+max_new_tokens = 4
+
+[scorers]
+hexphi = "judge-offline"
+
+[analysis]
+alignment = "expected"
+"""
+
+
+@pytest.mark.slow
+def test_study_measures_an_adapter_system_against_every_target(cli, tiny_model_dir, tmp_path):
+    """An adapter: system has no target of its own: the study's alignment step asks it too
+    and compares it with each target, beside the base model."""
+    need_data()
+    adapter = make_adapter(tiny_model_dir, tmp_path / "lora")
+    study = tmp_path / "s.toml"
+    study.write_text(ALIGNED_STUDY.format(model=tiny_model_dir))
+    result = cli("run", str(study))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (table,) = (tmp_path / "out" / "steps" / "alignment").glob("*/alignment.csv")
+    rows = [(r["system"], r["target"]) for r in csv.DictReader(table.open())]
+    mine = f"adapter:mine={Path(adapter).resolve()}"
+    assert rows == [("vanilla", "Hed"), ("vanilla", "Pow"), (mine, "Hed"), (mine, "Pow")]
+    measured = {p.name: p.scores for p in
+                targets.read_profiles(table.with_name("measured_profiles.csv"))}
+    assert measured[mine] != measured["vanilla"]

@@ -12,6 +12,7 @@ pytest.importorskip("vllm")
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 from valueharms import models  # noqa: E402
+from valueharms.errors import InputError  # noqa: E402
 from valueharms.generate import GenRequest, make_backend  # noqa: E402
 from valueharms.records import Decoding  # noqa: E402
 
@@ -78,3 +79,13 @@ def test_vllm_greedy_matches_hf_per_adapter_and_mixed_batches_keep_order(adapter
     assert [r.text.split()[:2] for r in results] == \
         [got[a][i % len(PROMPTS)].split()[:2] for i, a in enumerate(order)]
     assert vllm.provenance["backend"] == "vllm" and vllm.provenance["dtype"] == "float32"
+
+
+def test_quantization_is_checked_against_the_installed_vllm():
+    """vLLM's method names change between releases: the installed vLLM's list decides."""
+    from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+
+    assert models.loading_kwargs("vllm", {"quantization": "fp8"}) == {"quantization": "fp8"}
+    assert "fp8" in QUANTIZATION_METHODS
+    with pytest.raises(InputError, match="not a quantization method of the installed vLLM"):
+        models.check_model_args("vllm", {"quantization": "fp9"})

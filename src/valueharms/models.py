@@ -69,10 +69,10 @@ HF_ARGS = ("revision", "dtype", "trust_remote_code", "device_map", "attn_impleme
            "gguf_file", "quantization")
 VLLM_ARGS = ("revision", "dtype", "trust_remote_code", "tensor_parallel_size", "max_model_len",
              "gpu_memory_utilization", "max_loras", "max_lora_rank", "max_cpu_loras",
-             "enforce_eager")
+             "enforce_eager", "quantization")
 BACKEND_ARGS = {"hf": HF_ARGS, "vllm": VLLM_ARGS, "openai": ()}
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-QUANTIZATIONS = ("4bit", "8bit")
+QUANTIZATIONS = ("4bit", "8bit")  # hf: bitsandbytes; vllm takes its own method names instead
 
 
 def parse_model_args(pairs: list[str] | None) -> dict[str, Any]:
@@ -131,7 +131,7 @@ def check_model_args(backend: str, model_args: dict[str, Any] | None, where: str
         if key not in accepted:
             raise InputError(f"{where} {key}: not accepted by the {backend} backend (accepted: "
                              f"{', '.join(accepted) or 'none'})")
-        _check_value(key, value, where)
+        _check_value(key, value, where, backend)
     return args
 
 
@@ -139,10 +139,12 @@ _BOOLS = ("trust_remote_code", "enforce_eager")
 _INTS = ("tensor_parallel_size", "max_model_len", "max_loras", "max_lora_rank", "max_cpu_loras")
 
 
-def _check_value(key: str, value: Any, where: str) -> None:
+def _check_value(key: str, value: Any, where: str, backend: str) -> None:
     bad = None
     if key == "dtype" and value not in DTYPES:
         bad = f"expected one of {', '.join(DTYPES)}"
+    elif key == "quantization" and backend == "vllm":
+        bad = _vllm_quantization_problem(value)
     elif key == "quantization" and str(value) not in QUANTIZATIONS:
         bad = f"expected one of {', '.join(QUANTIZATIONS)} (bitsandbytes)"
     elif key in _BOOLS and not isinstance(value, bool):
@@ -157,6 +159,24 @@ def _check_value(key: str, value: Any, where: str) -> None:
         bad = "expected a string"
     if bad:
         raise InputError(f"{where} {key}={value!r}: {bad}")
+
+
+def _vllm_quantization_problem(value: Any) -> str | None:
+    """What is wrong with a vLLM ``quantization`` (None: nothing). vLLM names its methods
+    (awq, gptq, fp8, ...) and the list changes between releases, so it is checked against the
+    installed vLLM's own list; without vLLM here only its form is checked."""
+    if not isinstance(value, str) or not value:
+        return "expected a vLLM quantization method name, e.g. awq, gptq or fp8"
+    if value in QUANTIZATIONS:
+        return ("the vllm backend takes a vLLM quantization method (awq, gptq, fp8, ...), not "
+                "bitsandbytes' 4bit/8bit")
+    if importlib.util.find_spec("vllm") is None:
+        return None
+    from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+
+    if value not in QUANTIZATION_METHODS:
+        return f"not a quantization method of the installed vLLM ({', '.join(QUANTIZATION_METHODS)})"
+    return None
 
 
 def loading_kwargs(backend: str, model_args: dict[str, Any] | None, *,

@@ -6,6 +6,10 @@ new line is appended and the later line wins), cached verdicts cost nothing, the
 the scorer in batches (local models) or concurrent requests (remote APIs). Lines are written
 in input order, what is ready appended and fsynced together every 0.2 s, so a killed run
 resumes where it stopped (and settled verdicts it had not written yet come from the cache).
+
+A remote judge names the snapshot that answered (``meta.judge_model``, e.g. the dated model
+behind ``gpt-4o``). Once a live reply in a run names another snapshot than a cached verdict
+records, that cached verdict is asked again and its cache row replaced (see ``LiveSnapshot``).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ log = logging.getLogger("valueharms.score")
 CACHEABLE = (OK, UNSCORABLE)  # settled verdicts; failed and unparsed are asked again later
 Key = tuple[str, str, str, int]
 WRITE_EVERY = 0.2  # seconds; a kill loses at most this much unwritten work (settled verdicts are cached)
+SNAPSHOT = "judge_model"  # the Verdict.meta key where a remote judge names the snapshot that answered
 
 
 @dataclass
@@ -41,14 +46,40 @@ class Summary:
     retries: int = 0
     cooldowns: int = 0  # rate-limit pauses shared by every thread
     deduplicated: int = 0  # items answered by an identical text's request
+    reasked: int = 0  # cached verdicts of another judge snapshot than the one answering now
     statuses: Counter = field(default_factory=Counter)
 
     def line(self) -> str:
         counts = " ".join(f"{s}={self.statuses.get(s, 0)}" for s in STATUSES)
+        # Said only when it happened: a run without a snapshot change reads as before.
+        reasked = f", re-asked {self.reasked} (judge snapshot changed)" if self.reasked else ""
         return (f"{self.scorer}: {self.inputs} generations, {self.skipped} already scored, "
                 f"{sum(self.statuses.values())} scored ({counts}); cache hits {self.cache_hits}, "
                 f"requests {self.requests}, retries {self.retries}, cool-downs {self.cooldowns}, "
-                f"deduplicated {self.deduplicated}")
+                f"deduplicated {self.deduplicated}{reasked}")
+
+
+@dataclass
+class LiveSnapshot:
+    """The judge snapshot the latest live reply of this run named (None before any reply).
+
+    The snapshot is only known from a reply, so it is not part of the cache key (a run whose
+    texts are all cached makes no call). Instead, once a reply shows it, a cached verdict that
+    records another snapshot is stale: asked again, its row replaced, for the rest of the run.
+    A cached verdict recording no snapshot (a refusal, a local scorer) is always reused."""
+
+    current: str | None = None
+
+    def see(self, verdicts) -> None:
+        """Note the snapshot named by fresh verdicts (the last one that names any)."""
+        for v in verdicts:
+            if v.meta.get(SNAPSHOT):
+                self.current = v.meta[SNAPSHOT]
+
+    def stale(self, cached: dict) -> bool:
+        """Whether a cached verdict (as stored) came from another snapshot than the live one."""
+        recorded = (cached.get("meta") or {}).get(SNAPSHOT)
+        return bool(self.current and recorded and recorded != self.current)
 
 
 def read_generations(path: str | Path) -> list[tuple[int, Generation]]:
@@ -173,17 +204,19 @@ def score_generations(todo: list[Generation], scorer: Scorer, cache: ScoreCache,
     pool = ThreadPoolExecutor(max_workers=scorer.concurrency, thread_name_prefix="scorer")
     ready: list[Score] = []
     written = time.monotonic()
+    live = LiveSnapshot()
     try:
         for start in range(0, len(todo), scorer.batch_size):
-            window.append(_submit(todo[start:start + scorer.batch_size], scorer, cache, pool))
+            window.append(_submit(todo[start:start + scorer.batch_size], scorer, cache, pool,
+                                  live, summary))
             while window and (len(window) >= limit or _ready(window[0])):
-                ready += _finish(window.popleft(), scorer, cache, summary, bar)
+                ready += _finish(window.popleft(), scorer, cache, summary, bar, live)
             # Write what is ready every WRITE_EVERY seconds: one fsync for many lines.
             if ready and time.monotonic() - written >= WRITE_EVERY:
                 yield ready
                 ready, written = [], time.monotonic()
         while window:
-            ready += _finish(window.popleft(), scorer, cache, summary, bar)
+            ready += _finish(window.popleft(), scorer, cache, summary, bar, live)
         if ready:
             yield ready
     finally:
@@ -191,11 +224,15 @@ def score_generations(todo: list[Generation], scorer: Scorer, cache: ScoreCache,
         bar.close()
 
 
-def _submit(batch: list[Generation], scorer: Scorer, cache: ScoreCache, pool: ThreadPoolExecutor):
+def _submit(batch: list[Generation], scorer: Scorer, cache: ScoreCache, pool: ThreadPoolExecutor,
+            live: LiveSnapshot, summary: Summary):
     texts = [scorer.input_text(g) for g in batch]
     keys = [ScoreCache.key(scorer.name, scorer.model, scorer.rubric, t) for t in texts] \
         if scorer.cached else []
     hits = cache.get_many([k[0] for k in keys]) if keys else {}
+    fresh_enough = {k: v for k, v in hits.items() if not live.stale(v)}
+    summary.reasked += len(hits) - len(fresh_enough)
+    hits = fresh_enough
     misses = [i for i in range(len(batch)) if not keys or keys[i][0] not in hits]
     future = pool.submit(scorer.score_batch, [(batch[i], texts[i]) for i in misses]) \
         if misses else None
@@ -207,12 +244,22 @@ def _ready(entry) -> bool:
     return future is None or future.done()
 
 
-def _finish(entry, scorer: Scorer, cache: ScoreCache, summary: Summary, bar) -> list[Score]:
+def _finish(entry, scorer: Scorer, cache: ScoreCache, summary: Summary, bar,
+            live: LiveSnapshot) -> list[Score]:
     batch, keys, hits, misses, future = entry
     fresh = future.result() if future is not None else []
     if len(fresh) != len(misses):
         raise RuntimeError(f"{scorer.name} returned {len(fresh)} verdicts for {len(misses)} items")
     verdicts: dict[int, Verdict] = dict(zip(misses, fresh))
+    live.see(fresh)
+    # Hits looked up before a reply showed a new snapshot: asked again here, in this thread
+    # (at most one window of batches; later batches see the snapshot when submitted).
+    stale = [i for i in range(len(batch)) if i not in verdicts and live.stale(hits[keys[i][0]])]
+    if stale:
+        again = scorer.score_batch([(batch[i], scorer.input_text(batch[i])) for i in stale])
+        verdicts.update(zip(stale, again))
+        live.see(again)
+        summary.reasked += len(stale)
     if keys:
         cache.put_many([(keys[i], _as_dict(v)) for i, v in verdicts.items() if v.status in CACHEABLE])
     scores = []

@@ -102,9 +102,12 @@ def plan(study: Study) -> list[Step]:
     aligned = [k for k in adapters if SystemKey.parse(k).kind == "vim"]
     prompted = [str(SystemKey("prompt", t.name)) for t in study.targets] \
         if "prompt" in study.methods else []
+    # Your own adapter: systems have no target of their own: measured against every target.
+    own = [str(SystemKey("adapter", name, location=location))
+           for name, location in study.adapters.items()] if study.targets else []
     align_step = None
-    if aligned or prompted:
-        align_step = Step("alignment", "survey", {**base, "systems": aligned + prompted,
+    if aligned or prompted or own:
+        align_step = Step("alignment", "survey", {**base, "systems": aligned + prompted + own,
                           "adapters": {k: adapters[k].id for k in aligned},
                           "limit": study.train.limit, "device": study.device,
                           "method": study.analysis.alignment,

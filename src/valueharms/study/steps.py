@@ -121,17 +121,21 @@ def score(step: Step, study: Study, out: Path, progress: bool) -> None:
 
 
 def alignment(step: Step, study: Study, out: Path, progress: bool) -> None:
-    """Questionnaire answers of the base model and of every VIM and prompting system, each
-    compared with every target (the cross table: a system should sit closest to its own)."""
+    """Questionnaire answers of the base model and of every VIM, prompting and ``adapter:``
+    system, each compared with every target (the cross table: a system should sit closest to
+    its own; an ``adapter:`` system has none)."""
+    from .. import models
     from ..align import check
     from ..config import CheckOptions
 
     c = step.config
     adapters = {key: str(adapter_dir(study, key, sid)) for key, sid in c["adapters"].items()}
+    adapters.update({text: models.fetch_adapter(str(SystemKey.parse(text).location))
+                     for text in c["systems"] if SystemKey.parse(text).kind == "adapter"})
     subjects, trained_on = [check.Subject("vanilla")], {}
     for text in c["systems"]:
         key = SystemKey.parse(text)
-        target = _target(study, str(key.target))
+        target = _target(study, str(key.target)) if key.target else None
         subjects.append(check.Subject(text, adapter=adapters.get(text),
                                       persona=target if key.kind == "prompt" else None))
         if key.kind == "vim":
