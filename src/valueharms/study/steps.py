@@ -135,11 +135,10 @@ def alignment(step: Step, study: Study, out: Path, progress: bool) -> None:
     subjects, trained_on = [check.Subject("vanilla")], {}
     for text in c["systems"]:
         key = SystemKey.parse(text)
-        target = _target(study, str(key.target)) if key.target else None
-        subjects.append(check.Subject(text, adapter=adapters.get(text),
-                                      persona=target if key.kind == "prompt" else None))
-        if key.kind == "vim":
-            trained_on[text] = target
+        persona = _target(study, str(key.target)) if key.kind == "prompt" else None
+        subjects.append(check.Subject(text, adapter=adapters.get(text), persona=persona))
+        if key.kind == "vim":  # an adapter: system has no target of its own
+            trained_on[text] = _target(study, str(key.target))
     options = CheckOptions(instrument=c.get("instrument", "pvq40"),
                            method=c.get("method", "generate"), train_limit=c.get("limit"),
                            batch_size=study.generation.batch_size or 8, device=c.get("device"))
