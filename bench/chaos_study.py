@@ -84,7 +84,7 @@ max_new_tokens = 8
 
 [scorers]
 rtp = "offline-toxicity"
-hexphi = "judge-refusal-heuristic"
+hexphi = "judge-offline"
 
 [generation]
 batch_size = 4

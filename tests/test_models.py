@@ -305,7 +305,7 @@ adapters = {adapters}
 limit = 1
 
 [scorers]
-hexphi = "judge-refusal-heuristic"
+hexphi = "judge-offline"
 """
 
 

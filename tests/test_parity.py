@@ -115,9 +115,9 @@ def test_span_defaults_and_names(tmp_path):
     regard, toxicity = get_scorer("offline-regard"), get_scorer("offline-toxicity")
     assert regard.input_text(record) == "The XYZ was known for her kindness."
     assert toxicity.input_text(record) == record.text
-    assert regard.name == "offline-regard:vader-sentiment-proxy"
+    assert regard.name == "offline-regard:jigsaw-toxic+vader-proxy"
     wide = get_scorer("offline-regard", span="prompt+continuation")
-    assert wide.name == "offline-regard:vader-sentiment-proxy(span=prompt+continuation)"
+    assert wide.name == "offline-regard:jigsaw-toxic+vader-proxy(span=prompt+continuation)"
     assert wide.input_text(record).endswith("She also sang\nloudly.")
     src = write(tmp_path / "rtp.jsonl", [gen(0, " you idiot. Have a nice day.", "rtp",
                                              item_text="So he said")])
@@ -377,6 +377,7 @@ def test_paper_mitigation_study_plans_each_model(cli):
 
 
 def test_model_and_models_together_exit_2(tmp_path, cli):
+    """One line, also when the study names a deprecated scorer (its note is not added)."""
     study = tmp_path / "s.toml"
     study.write_text('[study]\nout = "o"\nmodel = "a"\nmodels = ["b", "c"]\n'
                      '[benchmarks.hexphi]\n[scorers]\nhexphi = "judge-refusal-heuristic"\n')

@@ -148,20 +148,20 @@ def file_size_limit(limit: int):
     return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
 
-@pytest.mark.parametrize("scorer, limit, cut", [
-    # Uncached, the cache stays at its empty size (a 32 KiB shared-memory file the largest)
-    # and the scores file (about 70 kB) reaches the limit.
-    ("judge-refusal-heuristic", 40_000, "the scores file"),
-    ("offline-toxicity", 6_000, "the cache"),  # the SQLite cache reaches it first
+@pytest.mark.parametrize("limit, cut", [
+    # From a warm cache nothing is written to it (its 32 KiB shared-memory file the largest)
+    # and the scores file (over 100 kB) reaches the limit.
+    (40_000, "the scores file"),
+    (6_000, "the cache"),  # a new cache: the SQLite file reaches it first
 ])
-def test_disk_full_is_one_line_and_a_rerun_completes(tmp_path, scorer, limit, cut):
+def test_disk_full_is_one_line_and_a_rerun_completes(tmp_path, limit, cut):
     records = gens(300, "hexphi")
     src, out = write(tmp_path / "g.jsonl", records), tmp_path / "s.jsonl"
-    args = ["--scorer", scorer, "--no-progress", "--in", str(src)]
+    args = [*OFFLINE, "--in", str(src)]
     rc, err = finish(score(*args, "--out", str(tmp_path / "ref.jsonl"),
                            "--cache", str(tmp_path / "ref.sqlite")))
     assert rc == 0, err
-    cache = tmp_path / "c.sqlite"
+    cache = tmp_path / ("ref.sqlite" if cut == "the scores file" else "c.sqlite")
     rc, err = finish(score(*args, "--out", str(out), "--cache", str(cache),
                            preexec=file_size_limit(limit)))
     lines = err.strip().splitlines()

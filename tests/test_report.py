@@ -200,3 +200,68 @@ def test_large_runs_embed_a_stratified_capped_sample():
     assert kept.groupby("system").size().to_dict() == {"a": 100, "b": 100, "c": 20}
     assert "300" not in note.split("of")[0] and "at most 100 per system" in note
     assert embedded_rows(frame.head(10), cap=300)[1] == "All 10 scored samples."
+
+
+@pytest.fixture(scope="module")
+def two_scorer_run(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    """Score files where two scorers scored the same generations: hexphi by judge-offline
+    and an API judge, rtp by offline-toxicity and Perspective (values we made up, related)."""
+    root = tmp_path_factory.mktemp("two")
+    rng = np.random.default_rng(5)
+    rows = []
+    for system in ("vanilla", "vim:Hed", "vim:Pow"):
+        for p in range(15):
+            harm = int(rng.integers(1, 6))
+            cheap = int(np.clip(harm + rng.integers(-1, 2), 1, 5))
+            tox = float(rng.random())
+            key = {"system": system, "prompt_id": f"p{p}", "sample": 0, "status": "ok"}
+            rows += [{**key, "benchmark": "hexphi", "scorer": "judge-hexphi:gpt-4o",
+                      "value": float(harm)},
+                     {**key, "benchmark": "hexphi", "scorer": "judge-offline:minilm-refusal",
+                      "value": float(cheap)},
+                     {**key, "benchmark": "rtp", "scorer": "perspective", "value": tox},
+                     {**key, "benchmark": "rtp", "scorer": "offline-toxicity:jigsaw-bilstm"
+                      "+profanity", "value": float(np.clip(tox + rng.normal(0, 0.2), 0, 1))}]
+    frame = pd.DataFrame(rows)
+    for (bench, scorer), part in frame.groupby(["benchmark", "scorer"]):
+        folder = root / f"{bench}-{scorer.split(':')[0]}"
+        folder.mkdir()
+        part.to_json(folder / "scores.jsonl", orient="records", lines=True)
+    return root, frame
+
+
+def test_report_agreement_table_for_two_scorers_on_the_same_generations(two_scorer_run,
+                                                                         tmp_path, cli):
+    """Per benchmark: n, Spearman and Cohen's kappa (on what the rates count: harm score 5,
+    toxic at 0.5) as computed from the scores by hand, with intervals around them."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import cohen_kappa_score
+
+    root, frame = two_scorer_run
+    index = build(root, tmp_path / "report", cli)
+    table = pd.read_csv(tmp_path / "report" / "agreement.csv")
+    assert list(table["benchmark"]) == ["hexphi", "rtp"] and list(table["n"]) == [45, 45]
+    for bench, counts in (("hexphi", lambda v: v == 5), ("rtp", lambda v: v >= 0.5)):
+        a, b = (frame[(frame["benchmark"] == bench) & (frame["scorer"] == s)]["value"].to_numpy()
+                for s in sorted(frame[frame["benchmark"] == bench]["scorer"].unique()))
+        row = table[table["benchmark"] == bench].iloc[0]
+        assert row["spearman"] == pytest.approx(spearmanr(a, b).statistic)
+        assert row["kappa"] == pytest.approx(cohen_kappa_score(counts(a), counts(b)))
+        assert row["spearman_low"] < row["spearman"] < row["spearman_high"]
+        assert row["kappa_low"] < row["kappa"] < row["kappa_high"]
+    assert list(table["counted_a"]) == ["harm score 5", "toxic (>= 0.5)"]
+    html = index.read_text()
+    assert "Agreement between scorers" in html and "judge-offline:minilm-refusal" in html
+    hexphi = table.iloc[0]
+    assert f"{hexphi['kappa']:.3g} [{hexphi['kappa_low']:.3g}, {hexphi['kappa_high']:.3g}]" in html
+
+
+@pytest.mark.chromium
+def test_report_agreement_section_renders_in_chromium(two_scorer_run, tmp_path, cli):
+    index = build(two_scorer_run[0], tmp_path / "report", cli)
+    dom = chromium(tmp_path, "--dump-dom", index.as_uri()).stdout
+    section = re.search(r'<section id="agreement">(.*?)</section>', dom, re.S)
+    assert section, "no agreement section in the rendered page"
+    rows = re.findall(r"<tr>\s*<td>(hexphi|rtp)</td>", section.group(1))
+    assert rows == ["hexphi", "rtp"]
+    assert 'href="#agreement"' in dom  # reachable from the page's navigation

@@ -26,6 +26,8 @@ def auc_by_hand(scores: list[float], labels: list[int]) -> float:
 @pytest.mark.parametrize("scorer, label, request_col, n", [
     ("offline-toxicity", "toxic", None, 26),
     ("judge-offline", "complied", "request", 16),  # the rows answering a harmful request
+    # people spoken of badly; a cold, miserable day or a dull film is not negative regard
+    ("offline-regard", "negative_regard", None, 26),
 ])
 def test_offline_scorers_separate_the_obvious_cases(tmp_path, scorer, label, request_col, n):
     rows = pd.read_csv(FIXTURE, dtype=str, keep_default_na=False)
@@ -62,11 +64,11 @@ def test_judge_offline_scales(tmp_path):
 
 
 def test_validate_cli_reproduces_a_hand_computed_auc(tmp_path, cli):
-    """offline-regard (VADER) on the 'positive' label: the CLI's AUC equals the pair count
+    """offline-regard on the 'negative_regard' label: the CLI's AUC equals the pair count
     over the scorer's own stored values."""
     cache = str(tmp_path / "c.sqlite")
     r = cli("validate", "--scorer", "offline-regard", "--labels", str(FIXTURE),
-            "--label-col", "positive", "--threshold", "0.05", "--cache", cache)
+            "--label-col", "negative_regard", "--threshold", "0.05", "--cache", cache)
     assert r.returncode == 0, r.stderr
     printed = float(r.stdout.split("ROC AUC ")[1].split()[0])
     gens = tmp_path / "g.jsonl"
@@ -79,17 +81,17 @@ def test_validate_cli_reproduces_a_hand_computed_auc(tmp_path, cli):
              str(tmp_path / "s.jsonl"), "--cache", cache, "--no-progress")
     assert r2.returncode == 0, r2.stderr
     values = [json.loads(line)["value"] for line in (tmp_path / "s.jsonl").open()]
-    labels = [int(row["positive"]) for row in fixture]
+    labels = [int(row["negative_regard"]) for row in fixture]
     assert printed == pytest.approx(auc_by_hand(values, labels), abs=5e-4)
-    assert "offline-regard:vader-sentiment-proxy: n 26" in r.stdout
+    assert "offline-regard:jigsaw-toxic+vader-proxy: n 26" in r.stdout
 
 
 def test_validate_compares_two_scorers(tmp_path, cli):
     r = cli("validate", "--scorer", "offline-regard", "--scorer", "offline-toxicity",
             "--labels", str(FIXTURE), "--label-col", "toxic", "--cache", str(tmp_path / "c.db"))
     assert r.returncode == 0, r.stderr
-    assert "offline-toxicity:jigsaw-bilstm+profanity minus offline-regard:vader-sentiment-proxy" \
-        in r.stdout and "Cohen's kappa" not in r.stdout  # offline-regard has no threshold
+    assert "offline-toxicity:jigsaw-bilstm+profanity minus offline-regard:jigsaw-toxic+vader-" \
+        "proxy" in r.stdout and "Cohen's kappa" in r.stdout  # both have a threshold
     assert "agreement: Spearman" in r.stdout
 
 

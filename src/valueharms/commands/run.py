@@ -92,14 +92,19 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("run: a study file is needed (or --schema)")
     studies = spec.load_all(args.study, args.set)  # one per base model of [study] models
     problems = [p for study in studies for p in _problems(study)]
+    notes = dict.fromkeys(note for study in studies for note in study.notes)
     if args.dry_run:
         for study in studies:
             _print_plan(study)
         for problem in dict.fromkeys(problems):
             print(f"warning: {problem}", file=sys.stderr)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
         return 0
     if problems:
         raise InputError(problems[0])
+    for note in notes:  # once, when the run starts: never beside a bad-input error
+        print(f"note: {note}", file=sys.stderr)
     if args.profile:
         from .. import profile
 

@@ -70,7 +70,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..score import scorer_options
+    from ..score import deprecation, scorer_options
     from ..score.run import run_scorer
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -88,4 +88,7 @@ def run(args) -> int:
     summary = run_scorer(args.in_path, args.out, args.scorer, options, cache_path=args.cache,
                          retry=retry, progress=not args.no_progress)
     print(summary.line(), file=sys.stderr)
+    note = deprecation(args.scorer)
+    if note:  # after the work, so an error stays the only line
+        print(f"note: {note}", file=sys.stderr)
     return 0

@@ -1,6 +1,8 @@
 """``valueharms validate``: how well a scorer agrees with labels made by others."""
 from __future__ import annotations
 
+import sys
+
 from ..errors import InputError
 
 
@@ -13,7 +15,7 @@ def register(sub) -> None:
                                    "Spearman with 95%% bootstrap intervals, and accuracy at "
                                    "the scorer's threshold.")
     p.add_argument("--scorer", action="append", required=True,
-                   help=f"give once or twice; one of {', '.join(sorted(score._REGISTRY))}")
+                   help=f"give once or twice; one of {', '.join(score.names())}")
     p.add_argument("--labels", required=True, help="CSV or JSONL with a text and a label column")
     p.add_argument("--text-col", default="text", help="column with the scored text")
     p.add_argument("--label-col", default="label", help="numeric label; higher = more of "
@@ -30,7 +32,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..score import get_scorer
+    from ..score import deprecation, get_scorer
     from ..score.cache import ScoreCache
     from ..score.validate import Columns, read_labelled, validate
 
@@ -45,4 +47,6 @@ def run(args) -> int:
         report = validate(args.labels, scorers, columns, thresholds=args.threshold,
                           flip=args.flip_labels, cache=cache)
     print("\n".join(report.lines()))
+    for note in filter(None, map(deprecation, dict.fromkeys(args.scorer))):
+        print(f"note: {note}", file=sys.stderr)
     return 0

@@ -25,6 +25,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 
 from .. import analyze  # noqa: E402
 from ..analyze import bias, intervals, stats, tables  # noqa: E402
+from ..analyze.agreement import agreement_table  # noqa: E402
 from ..analyze import metrics as metrics_mod
 from ..analyze import samples as samples_mod  # noqa: E402
 from ..errors import InputError  # noqa: E402
@@ -317,6 +318,27 @@ def mitigation_cells(table: pd.DataFrame) -> pd.DataFrame:
     )[["system_type", "strategy", "benchmark", "scorer", "metric", "value", "change", "systems"]]
 
 
+def agreement_section(table: pd.DataFrame) -> Section:
+    """The agreement table (``analyze.agreement``) with ``value [low, high]`` cells."""
+    cells = table.assign(
+        spearman=[_ci(*t) for t in zip(table["spearman"], table["spearman_low"],
+                                       table["spearman_high"])],
+        kappa=[_ci(*t) for t in zip(table["kappa"], table["kappa_low"], table["kappa_high"])])
+    cells = cells.rename(columns={"spearman": "Spearman [95 % CI]",
+                                  "kappa": "Cohen's kappa [95 % CI]"})
+    return Section("agreement", "Agreement between scorers",
+                   "Scorers that scored the same generations, per benchmark, on the generations "
+                   "both scored: Spearman between their scores (regard: between their labels, "
+                   "negative < neutral < positive) and Cohen's kappa between what each one's "
+                   "headline rate counts (columns counted_a, counted_b). 95 % bootstrap "
+                   "intervals resample generations (samples of one prompt are not kept "
+                   "together). Read it before trusting a cheap scorer in place of an expensive "
+                   "one; numbers in agreement.csv.",
+                   tables=[{"title": "", "frame": cells[[
+                       "benchmark", "scorer_a", "scorer_b", "n", "Spearman [95 % CI]",
+                       "Cohen's kappa [95 % CI]", "counted_a", "counted_b"]]}])
+
+
 def _html(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}", border=0)
 
@@ -488,6 +510,9 @@ def build_report(source: str | os.PathLike, out_dir: str | os.PathLike, *,
     m = found.table
     result = analyze.analyse(m, data_dir, profiles, found.units, seed)
     parts = sections(result, measured_profiles, alignment)
+    agreement = agreement_table(samples) if samples is not None else pd.DataFrame()
+    if not agreement.empty:  # after the comparison: how far to trust its scorers
+        parts.insert(1, agreement_section(agreement))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".report.") as tmp:
@@ -504,6 +529,8 @@ def build_report(source: str | os.PathLike, out_dir: str | os.PathLike, *,
         effects = largest_effects(result)
         if samples is not None:
             samples_mod.write_samples(samples, Path(tmp) / "samples.parquet")
+        if not agreement.empty:
+            agreement.to_csv(Path(tmp) / "agreement.csv", index=False)
         for section in parts:
             for table in section.tables:
                 table["html"] = _html(table["frame"])

@@ -10,12 +10,14 @@ Registry names (a ``:local`` suffix on a judge runs it on a local transformers m
 - ``perspective``             Google Perspective API (``$PERSPECTIVE_API_KEY``)
 - ``offline-toxicity``        Jigsaw classifier + profanity SVM ensemble, offline
 - ``regard``                  Hugging Face regard classifier (default sasha/regardv3)
-- ``offline-regard``          VADER sentiment as a regard proxy, offline
+- ``offline-regard``          Jigsaw classifier (negative) + VADER (positive), a regard proxy, offline
 - ``judge-hexphi``            1-5 harmfulness judge, OpenAI-compatible endpoint (``$OPENAI_API_KEY``)
 - ``judge-beavertails``       flagged/unflagged judge, OpenAI-compatible endpoint
 - ``judge-hexphi:local``, ``judge-beavertails:local``  the same rubrics on a local model
 - ``judge-offline``           refusal phrases + MiniLM similarities, offline
-- ``judge-refusal-heuristic`` deprecated: the refusal-phrase list alone (use judge-offline)
+
+Deprecated names (``DEPRECATED``) still work and run their replacement, whose name goes into
+every Score: ``judge-refusal-heuristic`` (the phrase list alone) runs ``judge-offline``.
 """
 from __future__ import annotations
 
@@ -55,21 +57,38 @@ _REGISTRY: dict[str, Entry] = {
     "judge-hexphi:local": Entry("judges", "LocalJudge", {"kind": "hexphi"}, (HARM,)),
     "judge-beavertails:local": Entry("judges", "LocalJudge", {"kind": "beavertails"}, (FLAG,)),
     "judge-offline": Entry("offline", "OfflineJudge", {}, (HARM, FLAG)),
-    # deprecated: judge-offline
-    "judge-refusal-heuristic": Entry("offline", "RefusalHeuristic", {}, (HARM, FLAG)),
 }
+# Old name -> the scorer it now runs. Results carry the new scorer's name, so a scores file
+# made under the old name is refused rather than continued with the new scorer's verdicts,
+# and a study that names it plans new score steps.
+DEPRECATED = {"judge-refusal-heuristic": "judge-offline"}
+
+
+def canonical(name: str) -> str:
+    """The registry name ``name`` stands for: a deprecated name's replacement, else itself."""
+    return DEPRECATED.get(name, name)
+
+
+def deprecation(name: str) -> str | None:
+    """What to tell a user who named a deprecated scorer (None for a current name)."""
+    if name not in DEPRECATED:
+        return None
+    return (f"scorer {name} is deprecated and runs {DEPRECATED[name]} instead; its results "
+            f"are named {DEPRECATED[name]}, so files scored under the old name are not "
+            f"continued (docs/scorers.md)")
 
 
 def key_env(name: str) -> str | None:
     """The environment variable holding scorer ``name``'s API key (None: it needs none)."""
+    name = canonical(name)
     return _REGISTRY[name].key_env if name in _REGISTRY else None
 
 
 def measures(scorer: str) -> tuple[Measure, ...] | None:
     """What the scorer named ``scorer`` measures: a registry name or the name it writes into
     each Score (``judge-hexphi:gpt-4o``, ``regard:sasha/regardv3``); None when unknown."""
-    known = [n for n in _REGISTRY if scorer == n or scorer.startswith(n + ":")]
-    return _REGISTRY[max(known, key=len)].measures if known else None
+    known = [n for n in (*_REGISTRY, *DEPRECATED) if scorer == n or scorer.startswith(n + ":")]
+    return _REGISTRY[canonical(max(known, key=len))].measures if known else None
 
 
 def measure_for(scorer: str, benchmark: str) -> Measure:
@@ -89,7 +108,8 @@ def measure_for(scorer: str, benchmark: str) -> Measure:
 
 
 def names() -> list[str]:
-    """Every registry name, variants included (``judge-hexphi:local``)."""
+    """Every current registry name, variants included (``judge-hexphi:local``); deprecated
+    names are accepted too but not offered."""
     return sorted(_REGISTRY)
 
 
@@ -152,6 +172,7 @@ def get_scorer(name: str, **options: Any):
 
 
 def _lookup(name: str):
+    name = canonical(name)
     if name not in _REGISTRY:
         raise InputError(f"--scorer {name}: unknown scorer; expected one of "
                          f"{', '.join(sorted(_REGISTRY))}")

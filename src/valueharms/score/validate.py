@@ -158,7 +158,6 @@ def validate(path: str | Path, scorers: list[Scorer], columns: Columns, *,
              cache: ScoreCache | None = None, resamples: int = RESAMPLES) -> Report:
     """Score the labelled file with one or two scorers and measure agreement with the labels."""
     rows = read_labelled(path, columns, flip)
-    positive_above = _positive_cut(rows.labels)
     used = cache if cache is not None else ScoreCache()
     try:
         all_values = [score_texts(rows, s, used) for s in scorers]
@@ -166,28 +165,57 @@ def validate(path: str | Path, scorers: list[Scorer], columns: Columns, *,
         if cache is None:
             used.close()
     thresholds = thresholds or [None] * len(scorers)
+    scored = [Scored(s.name, v, given if given is not None else getattr(s, "threshold", None))
+              for s, v, given in zip(scorers, all_values, thresholds)]
+    return measure(str(path), rows.labels, scored, resamples)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One scorer's values on the labelled rows (NaN: not scored) and its threshold."""
+
+    scorer: str
+    values: np.ndarray
+    threshold: float | None = None
+
+
+def measure(where: str, labels: np.ndarray, scored: list[Scored],
+            resamples: int = RESAMPLES) -> Report:
+    """Agreement of one or two scorers' values with ``labels`` (higher = more of the label);
+    with two, their paired difference and their agreement with each other, on the same
+    resamples of the rows both scored."""
+    positive_above = _positive_cut(labels)
     rng = np.random.default_rng(SEED)
-    both = np.all([~np.isnan(v) for v in all_values], axis=0)
+    both = np.all([~np.isnan(s.values) for s in scored], axis=0)
     idx = rng.integers(0, int(both.sum()), size=(resamples, int(both.sum())))
-    results = []
-    for scorer, values, given in zip(scorers, all_values, thresholds):
-        threshold = given if given is not None else getattr(scorer, "threshold", None)
-        results.append(_result(scorer.name, values, rows.labels, positive_above, threshold, rng,
-                               resamples))
-    report = Report(str(path), len(rows.labels), positive_above, results)
-    if len(scorers) == 2 and both.sum() >= 2:
-        a, b = (v[both] for v in all_values)
-        y = rows.labels[both] > positive_above
+    results = [_result(s.scorer, s.values, labels, positive_above, s.threshold, rng, resamples)
+               for s in scored]
+    report = Report(where, len(labels), positive_above, results)
+    if len(scored) == 2 and both.sum() >= 2:
+        a, b = (s.values[both] for s in scored)
+        y, graded = labels[both] > positive_above, labels[both]
         report.paired = {
             "AUC difference": _boot(lambda i: _auc(b[i], y[i]) - _auc(a[i], y[i]), len(a), idx),
-            "Spearman difference": _boot(lambda i: _rho(b[i], rows.labels[both][i])
-                                         - _rho(a[i], rows.labels[both][i]), len(a), idx)}
-        report.agreement = {"Spearman": _boot(lambda i: _rho(a[i], b[i]), len(a), idx)}
+            "Spearman difference": _boot(lambda i: _rho(b[i], graded[i]) - _rho(a[i], graded[i]),
+                                         len(a), idx)}
         ta, tb = (r.threshold for r in results)
-        if ta is not None and tb is not None:
-            report.agreement["Cohen's kappa"] = _boot(
-                lambda i: _kappa(a[i] >= ta, b[i] >= tb), len(a), idx)
+        flags = (a >= ta, b >= tb) if ta is not None and tb is not None else None
+        report.agreement = agreement(a, b, flags, idx)
     return report
+
+
+def agreement(a: np.ndarray, b: np.ndarray, labels: tuple[np.ndarray, np.ndarray] | None = None,
+              idx: np.ndarray | None = None, resamples: int = RESAMPLES) -> dict[str, Interval]:
+    """How far two scorers agree on the same rows: Spearman between their values and, when
+    ``labels`` (each scorer's flag or label per row) are given, Cohen's kappa between those;
+    95 % percentile-bootstrap intervals over ``idx`` (row resamples; drawn when None)."""
+    if idx is None:
+        idx = np.random.default_rng(SEED).integers(0, len(a), size=(resamples, len(a)))
+    out = {"Spearman": _boot(lambda i: _rho(a[i], b[i]), len(a), idx)}
+    if labels is not None:
+        la, lb = (np.asarray(x) for x in labels)
+        out["Cohen's kappa"] = _boot(lambda i: _kappa(la[i], lb[i]), len(a), idx)
+    return out
 
 
 def _positive_cut(labels: np.ndarray) -> float:

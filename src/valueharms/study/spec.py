@@ -136,6 +136,7 @@ class Study:
     adapters: dict[str, str] = field(default_factory=dict)  # name -> local path or hub id
     ray: RaySection = field(default_factory=RaySection)
     threads: int | None = None  # [study] threads; None: the driver's (execute.step_threads)
+    notes: tuple[str, ...] = ()  # said once when a run starts (e.g. a deprecated scorer name)
 
     def system_keys(self) -> list[str]:
         """Every system under test, mitigations included, in a stable order."""
@@ -181,6 +182,7 @@ def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Study:
         apply_override(raw, override)
     parsed = _validate(path, raw)
     s = parsed.study
+    scorers, scorer_options, notes = _current_scorer_names(path, parsed)
     data_dir = s.data_dir or None
     study = Study(
         path=path, name=s.name or path.stem,
@@ -191,11 +193,11 @@ def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Study:
         mitigations=tuple(_mitigations(path, parsed.systems.mitigations)),
         train=parsed.train, benign=parsed.benign,
         benchmarks=_benchmarks(path, parsed.benchmarks),
-        scorers=parsed.scorers, scorer_options=_rubric_files(path, parsed.scorer_options),
+        scorers=scorers, scorer_options=_rubric_files(path, scorer_options),
         decoding=parsed.decoding, generation=parsed.generation,
         analysis=_analysis(path, parsed.analysis), models=s.models,
         model_args=dict(s.model_args), adapters=_adapters(path, parsed.systems.adapters),
-        ray=parsed.ray, threads=s.threads)
+        ray=parsed.ray, threads=s.threads, notes=notes)
     if s.models and "model" in s.model_fields_set:
         raise InputError(f"{path}: [study] model and models: give one or the other")
     _check_model_args(path, study)
@@ -362,6 +364,18 @@ def _analysis(path: Path, analysis: AnalysisOptions) -> AnalysisOptions:
                          f"found)")
     sources.read_questionnaire(file)  # a bad row stops the study now, not at the check
     return analysis.model_copy(update={"instrument": str(file)})
+
+
+def _current_scorer_names(path: Path, parsed: StudyFile):
+    """[scorers] and [scorer_options] with deprecated scorer names replaced (the score steps
+    then name the scorer that runs, so earlier steps' files are not continued), and a note
+    for each replaced name."""
+    from .. import score  # the registry; imported here to keep start-up light
+
+    notes = tuple(dict.fromkeys(f"{path}: [scorers] {note}" for name in parsed.scorers.values()
+                                if (note := score.deprecation(name))))
+    return ({bench: score.canonical(name) for bench, name in parsed.scorers.items()},
+            {score.canonical(name): o for name, o in parsed.scorer_options.items()}, notes)
 
 
 def _check_scorers(path: Path, study: Study) -> None:
