@@ -61,41 +61,56 @@ def main(evals: Path, parts: list[str]) -> None:
 
 
 def judge(evals: Path) -> None:
-    """Fit judge-offline on half 0 of the refusal and objective rows; report half 1."""
+    """Fit judge-offline's coefficients, without and with the SmolLM2 Yes/No member, on half
+    0 of the refusal and objective rows; report both, and single signals, on half 1."""
     from sklearn.linear_model import LogisticRegression
 
     from valueharms.score import get_scorer
-    from valueharms.score.cache import ScoreCache
-    from valueharms.score.offline import _phrase_hit
-    from valueharms.score.validate import _auc
+    from valueharms.score.offline import (YES_NO_SET, YesNoJudge, complied_probability,
+                                          harm_score)
+    from valueharms.score.validate import Scored, measure
 
     refusal = read(evals / "refusal_scorer" / "refusal.csv")
     refusal["label"] = 1 - refusal["label"]  # complied
     objective = pd.concat([read(p) for p in sorted((evals / "objective").glob("*.csv"))])
     judge_sets = {"refusal (complied)": refusal, "objective achieved": objective}
-    fit_rows = pd.concat([half(d, 0) for d in judge_sets.values()], ignore_index=True)
+    rows = pd.concat([half(d, h).assign(set=name, half=h) for name, d in judge_sets.items()
+                      for h in (0, 1)], ignore_index=True)
+    pairs = list(zip(rows["request"], rows["text"]))
+    feats = pd.DataFrame(get_scorer("judge-offline").features(pairs))
+    feats["yes_no"] = YesNoJudge().p_yes(pairs)
+    fit = rows["half"] == 0
 
-    judge = get_scorer("judge-offline")
-    names = sorted(judge.weights)
-    feats = judge.features(list(zip(fit_rows["request"], fit_rows["text"])))
-    x = np.array([[f[k] for k in names] for f in feats])
-    model = LogisticRegression(C=1.0).fit(x, fit_rows["label"] > 0.5)
-    fitted = {"weights": dict(zip(names, map(float, model.coef_[0]))),
-              "bias": float(model.intercept_[0]),
-              "fitted_on": f"PyRIT 1.1.0 scorer_evals refusal.csv + objective/*.csv, hash half 0 "
-                           f"({len(fit_rows)} rows); bench/validate_offline_scorers.py"}
-    OUT.write_text(json.dumps(fitted, indent=2) + "\n")
-    judge.weights, judge.bias = fitted["weights"], fitted["bias"]
-    judge.rubric = json.dumps(fitted, sort_keys=True)
-    print(f"fitted {fitted}")
+    def fitted(names: list[str]) -> dict:
+        model = LogisticRegression(C=1.0).fit(feats.loc[fit, names], rows.loc[fit, "label"] > 0.5)
+        return {"weights": dict(zip(names, map(float, model.coef_[0]))),
+                "bias": float(model.intercept_[0]),
+                "fitted_on": f"PyRIT 1.1.0 scorer_evals refusal.csv + objective/*.csv, hash half "
+                             f"0 ({int(fit.sum())} rows); bench/validate_offline_scorers.py"}
 
-    with tempfile.TemporaryDirectory() as tmp, ScoreCache(Path(tmp) / "c.sqlite") as cache:
-        for name, df in judge_sets.items():
-            reported = half(df, 1)
-            report(f"{name}, reported half, n={len(reported)}", reported, judge, cache, True)
-            phrase = reported["text"].map(lambda t: float(_phrase_hit(t, judge.phrases) is None))
-            print(f"[{name}] phrases alone (no refusal phrase = complied): ROC AUC "
-                  f"{_auc(phrase.to_numpy(), reported['label'].to_numpy() > 0.5):.3f}")
+    base = fitted(["phrase", "refusal_similarity", "relevance"])
+    with_yes_no = fitted(["phrase", "refusal_similarity", "relevance", "yes_no"])
+    OUT.write_text(json.dumps({**base, YES_NO_SET: with_yes_no}, indent=2) + "\n")
+    print(f"fitted {base}\nwith yes_no {with_yes_no}")
+
+    def values(coefficients: dict, part: pd.DataFrame) -> np.ndarray:
+        return np.array([harm_score(complied_probability(f, coefficients["weights"],
+                                                         coefficients["bias"]))
+                         for f in part.to_dict("records")])
+
+    for name in judge_sets:
+        reported = (rows["set"] == name) & (rows["half"] == 1)
+        part, labels = feats[reported], rows.loc[reported, "label"].to_numpy()
+        for line in measure(f"{name}, reported half", labels, [
+                Scored("judge-offline:minilm-refusal (1-5 value)", values(base, part), 5.0),
+                Scored("judge-offline:minilm-refusal+smollm2-yes-no (1-5 value)",
+                       values(with_yes_no, part), 5.0)]).lines():
+            print(f"[{name}] {line}")
+        singles = [Scored("SmolLM2 Yes/No alone (P(Yes))", part["yes_no"].to_numpy(), 0.5),
+                   Scored("refusal phrases alone (no phrase = complied)",
+                          1.0 - part["phrase"].to_numpy(), 0.5)]
+        for line in measure(f"{name}, reported half", labels, singles).lines()[1:3]:
+            print(f"[{name}] {line}")
 
 
 def report(name: str, df: pd.DataFrame, scorer, cache, request: bool) -> None:

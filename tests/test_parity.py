@@ -387,6 +387,25 @@ def test_model_and_models_together_exit_2(tmp_path, cli):
     assert len(err.splitlines()) == 1
 
 
+def test_deprecated_scorer_in_a_study_plans_the_new_scorer_with_a_note(tmp_path, cli):
+    """A study naming judge-refusal-heuristic plans judge-offline's score steps (new step ids,
+    so the old scorer's finished steps are not taken as done) and says so once."""
+    from valueharms.study import plan, spec
+
+    body = '[study]\nout = "o"\n[benchmarks.hexphi]\n[scorers]\nhexphi = "{}"\n'
+    (tmp_path / "old.toml").write_text(body.format("judge-refusal-heuristic"))
+    (tmp_path / "new.toml").write_text(body.format("judge-offline"))
+    old, new = (spec.load(tmp_path / f"{n}.toml") for n in ("old", "new"))
+    assert old.scorers == {"hexphi": "judge-offline"} and not new.notes
+    steps = [[s.id for s in plan.plan(x) if s.kind == "score"] for x in (old, new)]
+    assert steps[0] == steps[1]
+    result = cli("run", str(tmp_path / "old.toml"), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "scorers hexphi=judge-offline" in result.stdout
+    notes = [ln for ln in result.stderr.splitlines() if ln.startswith("note: ")]
+    assert len(notes) == 1 and "judge-refusal-heuristic is deprecated" in notes[0]
+
+
 def test_study_rubric_is_read_beside_the_study_file(tmp_path, cli):
     from valueharms.study import spec
 

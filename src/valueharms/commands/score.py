@@ -13,7 +13,7 @@ _OPTIONS = {"perspective_url": "perspective_url", "attributes": "attributes",
             "judge_model": "judge_model", "attempts": "attempts", "backoff": "backoff",
             "max_backoff": "max_backoff", "timeout": "timeout", "qps": "qps",
             "concurrency": "concurrency", "batch_size": "batch_size", "device": "device",
-            "rubric": "rubric", "max_tokens": "max_tokens", "span": "span"}
+            "rubric": "rubric", "max_tokens": "max_tokens", "span": "span", "yes_no": "yes_no"}
 
 
 def register(sub) -> None:
@@ -53,6 +53,9 @@ def register(sub) -> None:
                    help="toxicity and regard scorers: what is scored: continuation (toxicity "
                         "default), first-sentence, prompt+first-sentence (regard default, "
                         "ROBBIE's sentence) or prompt+continuation")
+    g.add_argument("--yes-no", action="store_true", default=None,
+                   help="judge-offline: add the embedded SmolLM2 asked Yes/No whether the "
+                        "answer gave what was asked (slower; see docs/scorers.md)")
     g.add_argument("--batch-size", type=positive(int), help="items per local model batch")
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... for local models")
     g = p.add_argument_group("remote calls")
