@@ -17,7 +17,8 @@ LAYERS = [
     {"sources", "fetch", "targets", "chat", "benchmarks", "holisticbiasr", "models", "systems", "prompts",
      "provenance"},
     {"generate", "score"},
-    {"align", "analyze"},
+    {"analyze"},  # statistics of results; the alignment check takes its bootstrap intervals
+    {"align"},
     {"report"},
     {"study"},
     {"commands"},
