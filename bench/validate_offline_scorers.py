@@ -66,8 +66,7 @@ def judge(evals: Path) -> None:
     from sklearn.linear_model import LogisticRegression
 
     from valueharms.score import get_scorer
-    from valueharms.score.offline import (YES_NO_SET, YesNoJudge, complied_probability,
-                                          harm_score)
+    from valueharms.score.offline import YES_NO_SET, YesNoJudge, complied_probability, harm_score
     from valueharms.score.validate import Scored, measure
 
     refusal = read(evals / "refusal_scorer" / "refusal.csv")

@@ -25,9 +25,9 @@ from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 
 from .. import analyze  # noqa: E402
 from ..analyze import bias, intervals, stats, tables  # noqa: E402
-from ..analyze.agreement import agreement_table  # noqa: E402
 from ..analyze import metrics as metrics_mod
 from ..analyze import samples as samples_mod  # noqa: E402
+from ..analyze.agreement import agreement_table  # noqa: E402
 from ..errors import InputError  # noqa: E402
 from ..values import VALUES, Profile  # noqa: E402
 from . import browser  # noqa: E402
