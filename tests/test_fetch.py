@@ -12,22 +12,34 @@ from valueharms.errors import InputError
 
 
 @pytest.fixture
-def mirror(tmp_path):
+def served(tmp_path):
+    """A local HTTP server of the folder tmp_path/mirror: (folder, its address)."""
+    root = tmp_path / "mirror"
+    root.mkdir()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args) -> None:  # stderr is what the in-process CLI tests read
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def mirror(served):
     """A local HTTP mirror with three real files and one that does not match its checksum."""
     data_dir = need_data("valueeval", "hexphi", "arguments-test")
-    root = tmp_path / "mirror"
-    (root / "argument_generation").mkdir(parents=True)
+    root, address = served
+    (root / "argument_generation").mkdir()
     for name in ("valueEval_10.csv", "hex-phi.csv", "argument_generation/test.csv"):
         (root / name).write_bytes((data_dir / name).read_bytes())
     (root / "databricks-dolly-15k.jsonl").write_text('{"instruction": "not the real file"}\n')
-
-    def handler(*args, **kwargs):
-        return http.server.SimpleHTTPRequestHandler(*args, directory=str(root), **kwargs)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    return address
 
 
 def _env(tmp_path: Path, mirror: str) -> dict[str, str]:
@@ -176,3 +188,94 @@ def test_a_git_blob_id_checks_a_file_without_a_sha256(tmp_path):
     assert alpaca.sha256 is None and alpaca.git_blob and alpaca.url and "/main/" not in alpaca.url
     assert fetch.mismatch(path, alpaca) == (f"git blob id {git.stdout.strip()}, expected "
                                             f"{alpaca.git_blob}")
+
+
+# ----------------------------------------------------------------- a converted set: PVQ-40
+# The published pvq40.xlsx is not in the repository or the shared data: the tests build a sheet
+# of the same form (one column "question", the 40 portraits, with the published sheet's stray
+# </span> after item 9 and the spaces after items 15 and 25) from the shared CSV's texts.
+
+def _pvq40_sheet(path: Path, change: dict[int, str] | None = None) -> Path:
+    """A pvq40.xlsx like the VIM code's, written with pandas (``change``: item -> text)."""
+    import pandas as pd
+
+    texts = pd.read_csv(need_data("pvq40") / "pvq40.csv", dtype=str)["text"].tolist()
+    texts[8] += "</span>"
+    texts[14] += " "
+    texts[24] += " "
+    for item, text in (change or {}).items():
+        texts[item - 1] = text
+    pd.DataFrame({"question": texts}).to_excel(path, index=False)
+    return path
+
+
+def _with_published_blob(monkeypatch, blob: str) -> None:
+    """DATASETS' pvq40 as it is, but its published file's git blob id replaced by ``blob``."""
+    from dataclasses import replace
+
+    from valueharms import sources
+
+    ds = sources.DATASETS["pvq40"]
+    assert ds.made_from is not None
+    made_from = replace(ds.made_from, published=replace(ds.made_from.published, git_blob=blob))
+    monkeypatch.setitem(sources.DATASETS, "pvq40", replace(ds, made_from=made_from))
+
+
+def test_pvq40_is_fetched_as_the_published_xlsx_and_refused_unless_its_blob_id_matches(
+        tmp_path, served):
+    root, address = served
+    _pvq40_sheet(root / "pvq40.xlsx")  # right form, but not the published file's bytes
+    env = _env(tmp_path, address)
+    listing = run_cli("data", "list", cwd=tmp_path, env=env)
+    assert f"{address}/pvq40.xlsx (converted to pvq40.csv)" in listing.stdout
+    result = run_cli("data", "fetch", "pvq40", "--no-progress", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "downloaded pvq40.xlsx" in result.stderr and "git blob id" in result.stderr
+    assert not list((tmp_path / "cache" / "data").iterdir())  # nothing cached, nothing left
+
+
+def test_pvq40_conversion_gives_our_csv_byte_for_byte(tmp_path, served, monkeypatch):
+    from valueharms import fetch
+
+    root, address = served
+    sheet = _pvq40_sheet(root / "pvq40.xlsx")
+    _with_published_blob(monkeypatch, fetch.git_blob(sheet))
+    for name, value in _env(tmp_path, address).items():
+        monkeypatch.setenv(name, value)
+    rc, err = _cli("data", "fetch", "pvq40", "--no-progress")
+    assert rc == 0, err
+    cached = tmp_path / "cache" / "data" / "pvq40.csv"
+    assert cached.read_bytes() == (need_data("pvq40") / "pvq40.csv").read_bytes()
+    assert fetch.find("pvq40").checksum == "ok"
+
+
+def test_a_conversion_that_differs_from_our_csv_is_refused(tmp_path, served, monkeypatch):
+    from valueharms import fetch
+
+    root, address = served
+    sheet = _pvq40_sheet(root / "pvq40.xlsx", {3: "He thinks equality matters."})
+    _with_published_blob(monkeypatch, fetch.git_blob(sheet))
+    for name, value in _env(tmp_path, address).items():
+        monkeypatch.setenv(name, value)
+    rc, err = _cli("data", "fetch", "pvq40", "--no-progress")
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "pvq40.csv converted from" in err and "sha256" in err
+    assert not list((tmp_path / "cache" / "data").iterdir())
+
+
+@pytest.mark.parametrize("sheet, says", [
+    ({"text": ["x"] * 40}, "no column 'question'"),
+    ({"question": ["x"] * 39}, "expected 40 non-empty portraits, found 39 in 39 rows"),
+    ({"question": ["x"] * 39 + ["</span>"]}, "found 39 in 40 rows"),
+])
+def test_a_sheet_not_of_the_published_form_is_one_input_error(tmp_path, sheet, says):
+    import pandas as pd
+
+    from valueharms.sources import pvq40_from_xlsx
+
+    xlsx = tmp_path / "pvq40.xlsx"
+    pd.DataFrame(sheet).to_excel(xlsx, index=False)
+    with pytest.raises(InputError, match=says):
+        pvq40_from_xlsx(xlsx, tmp_path / "pvq40.csv")
+    assert not (tmp_path / "pvq40.csv").exists()

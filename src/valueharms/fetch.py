@@ -3,11 +3,13 @@
 Every set that has a public source comes from it: a raw file address (the paper's repository
 at a pinned commit, HolisticBias, AdvBench, Alpaca at a pinned commit) or a Hugging Face
 dataset file at a pinned revision, fetched with ``huggingface_hub`` (``$HF_TOKEN`` for gated
-ones). ``$VALUEHARMS_MIRROR`` replaces every source by ``MIRROR/<file name>`` (an offline copy,
-a test server). A file goes into the cache only whole and only when its checksum matches: its
+ones). The PVQ-40 CSV is converted from the published file it is made from (the VIM code's
+pvq40.xlsx at a pinned commit). ``$VALUEHARMS_MIRROR`` replaces every source by
+``MIRROR/<file name>`` (an offline copy, a test server; for a converted set the published
+file's name). A file goes into the cache only whole and only when its checksum matches: its
 SHA-256, or for a set we had no copy of (Alpaca, the safety-filtered Dolly) git's blob id of
-the file at the pinned commit. The PVQ-40 CSV and SAMSum have no public source (``data list``
-says why).
+the file at the pinned commit; a converted set's published file is checked by its blob id and
+the conversion by our file's SHA-256. SAMSum has no public source (``data list`` says why).
 """
 from __future__ import annotations
 
@@ -43,6 +45,8 @@ class Found:
 
 def source(ds: DataSet) -> str:
     """Where ``valueharms data fetch`` gets ``ds`` (the mirror when one is set)."""
+    if ds.made_from:
+        return source(ds.made_from.published)
     mirror = os.environ.get("VALUEHARMS_MIRROR")
     if mirror:
         return f"{mirror.rstrip('/')}/{ds.filename}"
@@ -56,6 +60,8 @@ def source(ds: DataSet) -> str:
 
 def where_from(ds: DataSet) -> str:
     """Where ``ds`` comes from, for ``valueharms data list``: its source, or why it has none."""
+    if ds.made_from:
+        return f"{source(ds)} (converted to {ds.filename})"
     return source(ds) if ds.fetchable else f"(no public source: {ds.no_source})"
 
 
@@ -89,24 +95,39 @@ def mismatch(path: Path, ds: DataSet) -> str | None:
 def download(ds: DataSet, *, progress: bool = True) -> Path:
     """Fetch ``ds`` into the cache (see the module notes); InputError when it fails."""
     target = cache_dir() / ds.filename
-    where = source(ds)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".fetch.") as tmp:
-        part = Path(tmp) / Path(ds.filename).name
-        try:
-            if ds.hub and not os.environ.get("VALUEHARMS_MIRROR"):
-                _from_hub(ds, part)
-            else:
-                _from_url(where, part, ds.filename, progress)
-        except OSError as exc:
-            raise InputError(f"missing data file {ds.filename}: download from {where} failed "
-                             f"({exc}); place the file in a data directory or pass "
-                             f"--data-dir DIR") from None
-        wrong = mismatch(part, ds)
-        if wrong:
-            raise InputError(f"downloaded {ds.filename} from {where} has {wrong}")
+        if ds.made_from:
+            published = _checked(ds.made_from.published, Path(tmp), progress, ds.filename)
+            part = Path(tmp) / Path(ds.filename).name
+            ds.made_from.convert(published, part)
+            wrong = mismatch(part, ds)
+            if wrong:
+                raise InputError(f"{ds.filename} converted from {source(ds)} has {wrong}")
+        else:
+            part = _checked(ds, Path(tmp), progress, ds.filename)
         os.replace(part, target)
     return target
+
+
+def _checked(ds: DataSet, folder: Path, progress: bool, needed: str) -> Path:
+    """``ds`` downloaded into ``folder``, its checksum matching; InputError otherwise
+    (``needed``: the file a user could place instead, named when the download fails)."""
+    where = source(ds)
+    part = folder / Path(ds.filename).name
+    try:
+        if ds.hub and not os.environ.get("VALUEHARMS_MIRROR"):
+            _from_hub(ds, part)
+        else:
+            _from_url(where, part, ds.filename, progress)
+    except OSError as exc:
+        raise InputError(f"missing data file {needed}: download from {where} failed "
+                         f"({exc}); place the file in a data directory or pass "
+                         f"--data-dir DIR") from None
+    wrong = mismatch(part, ds)
+    if wrong:
+        raise InputError(f"downloaded {ds.filename} from {where} has {wrong}")
+    return part
 
 
 def _from_url(url: str, out: Path, label: str, progress: bool) -> None:

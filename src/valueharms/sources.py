@@ -11,7 +11,8 @@ import csv
 import io
 import json
 import os
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pandas as pd
 
 from .errors import InputError
 from .files import cache_root, read_jsonl, read_jsonl_lines, read_text  # noqa: F401  (re-exported)
-from .values import PVQ21_ITEMS, VALUES, Profile
+from .values import PVQ21_ITEMS, PVQ40_KEY, VALUES, Profile
 
 ESS_MISSING_CODES = (66, 77, 88, 99)
 STANCES = ("in favor of", "against")
@@ -44,8 +45,10 @@ class DataSet:
     file is downloaded on first use too (small files whose public address is stable).
     ``git_blob``: git's object id of the file at the pinned commit of ``url``, the checksum
     of a set whose SHA-256 we could not take from a copy of our own (git hashes the content
-    too: SHA-1 of ``blob <size>\0`` and the bytes). ``no_source``: why a set without ``url``
-    or ``hub`` has none, said by ``valueharms data list`` and the missing-file error.
+    too: SHA-1 of ``blob <size>\0`` and the bytes). ``made_from``: for a set of ours converted
+    from a published file in another format, that file and the conversion (``sha256`` is then
+    our file's). ``no_source``: why a set without ``url``, ``hub`` or ``made_from`` has none,
+    said by ``valueharms data list`` and the missing-file error.
     """
 
     key: str
@@ -57,12 +60,21 @@ class DataSet:
     hub: HubFile | None = None
     auto: bool = False
     git_blob: str | None = None
+    made_from: MadeFrom | None = None
     no_source: str = ""
 
     @property
     def fetchable(self) -> bool:
         """Whether ``valueharms data fetch`` has a public source for it."""
-        return bool(self.url or self.hub)
+        return bool(self.url or self.hub or self.made_from)
+
+
+@dataclass(frozen=True)
+class MadeFrom:
+    """The published file a set is converted from, and the conversion."""
+
+    published: DataSet  # where the published file is fetched from and how it is checked
+    convert: Callable[[Path, Path], None]  # (published file, our file); InputError when wrong
 
 
 # The paper's repository at the commit its data files were checked against (every checksum
@@ -70,10 +82,43 @@ class DataSet:
 PAPER_COMMIT = "4a20909328a10dea73761b0a96afc2d10a2cb60a"
 _PAPER = f"https://raw.githubusercontent.com/JaehyeokLee-119/Unintended-Harms-LLM/{PAPER_COMMIT}/data/"
 _PAPER_REPO = "the paper's published code (Choi et al., ACL 2025)"
+# The original VIM code (Kang et al., 2023) at its newest commit; pvq40.xlsx is unchanged
+# since the repository's first commit.
+_VIM = ("https://raw.githubusercontent.com/dongjunKANG/VIM/"
+        "034fcfa426040755db518c326e93d3934f7d77c1/data/")
 _HB = "https://raw.githubusercontent.com/facebookresearch/ResponsibleNLP/main/holistic_bias/dataset/v1.1/"
 # Stanford Alpaca's repository at the commit whose tree gave alpaca_data.json's blob id.
 _ALPACA = ("https://raw.githubusercontent.com/tatsu-lab/stanford_alpaca/"
            "761dc5bfbdeeffa89b8bff5d038781a4055f796a/")
+
+
+
+def pvq40_from_xlsx(xlsx: Path, out: Path) -> None:
+    """Write our ``pvq40.csv`` (item,value,text) from the VIM code's ``pvq40.xlsx``.
+
+    The sheet has one column, ``question``: the 40 portraits in item order. Each item's value
+    is the PVQ-40 scoring key's (the sheet has none). Clean-up: the stray ``</span>`` tag at
+    the end of item 9 is removed and spaces around a text are trimmed (items 15 and 25 end in
+    one). Written with CRLF line ends, as our copy always was, so its SHA-256 checks the
+    conversion.
+    """
+    try:
+        sheet = pd.read_excel(xlsx, dtype=str)
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{xlsx}: not a readable xlsx sheet ({exc})") from None
+    if "question" not in sheet.columns:
+        raise InputError(f"{xlsx}: sheet 1: no column 'question' (found "
+                         f"{', '.join(map(str, sheet.columns))})")
+    texts = sheet["question"].fillna("").str.replace("</span>", "", regex=False).str.strip()
+    value_of = {item: value for value, items in PVQ40_KEY.items() for item in items}
+    if len(texts) != len(value_of) or (texts == "").any():
+        raise InputError(f"{xlsx}: column 'question': expected {len(value_of)} non-empty "
+                         f"portraits, found {int((texts != '').sum())} in {len(texts)} rows")
+    numbers = range(1, len(texts) + 1)
+    table = pd.DataFrame({"item": numbers, "value": [value_of[n] for n in numbers],
+                          "text": texts.to_list()})
+    table.to_csv(out, index=False, lineterminator="\r\n")
+
 
 DATASETS: dict[str, DataSet] = {d.key: d for d in [
     DataSet("valueeval", "valueEval_10.csv", f"Touche23-ValueEval, as processed in {_PAPER_REPO}",
@@ -102,11 +147,13 @@ DATASETS: dict[str, DataSet] = {d.key: d for d in [
             "247d8d90c860b83cec22c958f409296a42c73b0d19c050b6ffe08937e6ee1d86",
             "mean value scores of countries and demographic groups"),
     DataSet("pvq40", "pvq40.csv", "Portrait Values Questionnaire, 40 items (Schwartz et al., "
-            "2001), as shipped in the original VIM code (data/pvq/pvq40.xlsx)", None,
+            "2001), converted from the original VIM code's data/pvq/pvq40.xlsx", None,
             "f5d70d964170c9613d67dffb0b7f921cec0b19872442f71c2477c38aec3cffb6",
             "item,value,text: the 40 portraits and their value (the scoring key)",
-            no_source="the CSV is made from the VIM code's pvq40.xlsx (a stray </span> removed "
-                      "from item 9); no public CSV to download"),
+            made_from=MadeFrom(DataSet("pvq40", "pvq40.xlsx", "the VIM code (Kang et al., 2023)",
+                                       _VIM + "pvq/pvq40.xlsx", None, "the 40 portraits",
+                                       git_blob="907f2eedf91309c339fe462cd42d7c1e075efb09"),
+                               pvq40_from_xlsx)),
     DataSet("rtp", "real_toxic_prompts.csv",
             f"RealToxicityPrompts (Gehman et al., 2020), the prompt texts as in {_PAPER_REPO}",
             _PAPER + "real_toxic_prompts.csv",

@@ -37,6 +37,20 @@ PVQ21_ITEMS: dict[str, tuple[str, ...]] = {
     "Universalism": ("ipeqopta", "ipudrsta", "impenva"),
 }
 
+# The PVQ-40 scoring key (Schwartz et al., 2001): the item numbers of each value's portraits.
+PVQ40_KEY: dict[str, tuple[int, ...]] = {
+    "Achievement": (4, 13, 24, 32),
+    "Benevolence": (12, 18, 27, 33),
+    "Conformity": (7, 16, 28, 36),
+    "Hedonism": (10, 26, 37),
+    "Power": (2, 17, 39),
+    "Security": (5, 14, 21, 31, 35),
+    "Self-direction": (1, 11, 22, 34),
+    "Stimulation": (6, 15, 30),
+    "Tradition": (9, 20, 25, 38),
+    "Universalism": (3, 8, 19, 23, 29, 40),
+}
+
 PVQ_SCALE: dict[int, str] = {
     1: "Not like me at all", 2: "Not like me", 3: "A little like me",
     4: "Somewhat like me", 5: "Like me", 6: "Very much like me",
