@@ -243,6 +243,7 @@ def test_pvq40_conversion_gives_our_csv_byte_for_byte(tmp_path, served, monkeypa
     _with_published_blob(monkeypatch, fetch.git_blob(sheet))
     for name, value in _env(tmp_path, address).items():
         monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)  # ../shared/data is searched from the working folder
     rc, err = _cli("data", "fetch", "pvq40", "--no-progress")
     assert rc == 0, err
     cached = tmp_path / "cache" / "data" / "pvq40.csv"
@@ -258,6 +259,7 @@ def test_a_conversion_that_differs_from_our_csv_is_refused(tmp_path, served, mon
     _with_published_blob(monkeypatch, fetch.git_blob(sheet))
     for name, value in _env(tmp_path, address).items():
         monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)  # ../shared/data is searched from the working folder
     rc, err = _cli("data", "fetch", "pvq40", "--no-progress")
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
     assert "pvq40.csv converted from" in err and "sha256" in err
