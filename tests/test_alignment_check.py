@@ -110,6 +110,7 @@ def test_answers_average_per_value_and_unparsed_ones_are_counted_not_guessed():
 
 # ----------------------------------------------------------------------------- intervals
 
+@pytest.mark.slow
 def test_intervals_cover_the_known_profile_metrics_about_95_percent():
     """A questionnaire of 50 items per value whose answers scatter (sd 1) around known means:
     over repeated draws each metric's interval holds the metrics of the known means."""

@@ -157,6 +157,7 @@ def test_mitigation_table_change_is_paired_with_no_mitigation(metrics):
     assert sel.set_index("strategy").loc["safety", "change"] == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_correlations_match_scipy_and_find_the_planted_pairs(metrics):
     profiles = {t: Profile(t, extreme((SHORT[t],))) for t in ALIGNED}
     corr = stats.correlations(metrics, profiles)
@@ -190,6 +191,7 @@ def test_correlations_match_scipy_and_find_the_planted_pairs(metrics):
     assert prompt["pearson_r"].notna().any()
 
 
+@pytest.mark.slow
 def test_small_samples_get_exact_permutation_p_values():
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=8), rng.normal(size=8)

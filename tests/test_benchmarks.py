@@ -138,6 +138,7 @@ def test_missing_data_file_names_it(tmp_path, monkeypatch):
 
 
 @pytest.mark.needs_data()
+@pytest.mark.slow
 def test_cli_benchmarks_list(cli):
     r = cli("benchmarks", "list")
     assert r.returncode == 0, r.stderr
@@ -147,6 +148,7 @@ def test_cli_benchmarks_list(cli):
 
 
 @pytest.mark.needs_data()
+@pytest.mark.slow
 def test_cli_benchmarks_categories_and_bad_input(cli, tmp_path):
     r = cli("benchmarks", "categories", "hexphi")
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 11

@@ -48,6 +48,7 @@ def _env(tmp_path: Path, mirror: str) -> dict[str, str]:
             "VALUEHARMS_MIRROR": mirror}
 
 
+@pytest.mark.slow
 def test_fetch_puts_checked_files_in_the_cache_and_list_shows_them(tmp_path, mirror):
     data_dir = need_data("valueeval", "arguments-test")
     env = _env(tmp_path, mirror)
@@ -80,6 +81,7 @@ def test_a_checksum_mismatch_exits_2_and_caches_nothing(tmp_path, mirror):
     (["samsum"], "samsum: no public source to fetch it from (no pinned"),  # without a mirror
     (["advbench"], "download from"),  # not on the mirror: HTTP 404
 ])
+@pytest.mark.slow
 def test_bad_fetches_exit_2_with_one_line(tmp_path, mirror, args, says):
     env = _env(tmp_path, mirror if args != ["samsum"] else "")
     result = run_cli("data", "fetch", *args, "--no-progress", cwd=tmp_path, env=env)
@@ -221,6 +223,7 @@ def _with_published_blob(monkeypatch, blob: str) -> None:
     monkeypatch.setitem(sources.DATASETS, "pvq40", replace(ds, made_from=made_from))
 
 
+@pytest.mark.slow
 def test_pvq40_is_fetched_as_the_published_xlsx_and_refused_unless_its_blob_id_matches(
         tmp_path, served):
     root, address = served

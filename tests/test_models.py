@@ -74,6 +74,7 @@ def test_quantization_without_bitsandbytes_is_bad_input():
         models.loading_kwargs("hf", {"quantization": "4bit"})
 
 
+@pytest.mark.slow
 def test_cli_bad_model_args_exit_2_and_write_nothing(cli, tiny_model_dir, tmp_path):
     out = tmp_path / "gen.jsonl"
     for margs, message in [(["max_loras=2"], "max_loras: not accepted by the hf backend"),
@@ -148,6 +149,7 @@ def make_adapter(base_dir, out) -> str:
     return str(out)
 
 
+@pytest.mark.slow
 def test_generation_provenance_present_and_stable_across_a_resume(cli, tiny_model_dir, tmp_path):
     from valueharms.provenance import content_sha256
 
@@ -200,6 +202,7 @@ def test_judge_scores_record_the_snapshot_and_fingerprint(tmp_path, monkeypatch)
         assert row["provenance"]["code"]["version"]
 
 
+@pytest.mark.slow
 def test_a_new_judge_snapshot_asks_cached_verdicts_again(cli, tmp_path):
     """Run 1 caches four verdicts of snapshot A. Run 2 is answered by snapshot B: the text
     before the first live reply keeps its cached A verdict (and says A), the new text shows B,
@@ -246,6 +249,7 @@ def test_a_new_judge_snapshot_asks_cached_verdicts_again(cli, tmp_path):
 
 # --------------------------------------------------------------------------- adapter systems
 
+@pytest.mark.slow
 def test_adapter_system_generates_as_the_same_adapter_under_vim(cli, tiny_model_dir, tmp_path):
     adapter = make_adapter(tiny_model_dir, tmp_path / "lora")
     common = ["--benchmark", "hexphi", "--limit", "2", "--model", str(tiny_model_dir),
@@ -315,6 +319,7 @@ hexphi = "judge-offline"
     ('{dtype = "float17"}', '{}', "dtype='float17'"),
     ('{}', '{mine = "empty"}', "[systems] adapters.mine"),
 ])
+@pytest.mark.slow
 def test_study_model_args_and_adapters(cli, tiny_model_dir, tmp_path, model_args, adapters,
                                        message):
     make_adapter(tiny_model_dir, tmp_path / "lora")
@@ -331,6 +336,7 @@ def test_study_model_args_and_adapters(cli, tiny_model_dir, tmp_path, model_args
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_alignment_takes_an_adapter(cli, tiny_model_dir, tmp_path):
     """The CLI check of your own LoRA: its row is labelled adapter:<folder> and its answers
     differ from the base model's (a random LoRA made here)."""

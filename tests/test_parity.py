@@ -136,6 +136,7 @@ def test_span_defaults_and_names(tmp_path):
     (["--scorer", "judge-hexphi", "--rubric", "RUBRIC"], "needs the placeholders {instruction}"),
     (["--scorer", "offline-toxicity", "--rubric", "RUBRIC"], "--rubric: does not apply"),
 ])
+@pytest.mark.slow
 def test_cli_bad_parity_options_exit_2(tmp_path, cli, extra, message):
     rubric = tmp_path / "rubric.txt"
     rubric.write_text("Rate the answer {response} from 1 to 5.\n")  # no instruction placeholder
@@ -230,6 +231,7 @@ def test_repetition_penalty_reaches_transformers(tiny_model_dir):
 
 # ----------------------------------------------------------------------------- dolly
 
+@pytest.mark.slow
 def test_dolly_no_safety_is_read_by_its_file_name(tmp_path, cli):
     from valueharms import systems
     from valueharms.align import benign
@@ -299,6 +301,7 @@ def _training_prompt_ids(model: str, system: str, form: str) -> list[int]:
     return [t for t, label in zip(encoded.input_ids, encoded.labels) if label == IGNORE]
 
 
+@pytest.mark.slow
 def test_token_ids_start_with_bos_for_a_base_form_model(cli, bos_tokenizer_dir):
     shown = _shown(cli, str(bos_tokenizer_dir), "auto", "vanilla+safety")
     assert shown["form"] == "base"
@@ -307,6 +310,7 @@ def test_token_ids_start_with_bos_for_a_base_form_model(cli, bos_tokenizer_dir):
                                                       "auto")
 
 
+@pytest.mark.slow
 def test_embedded_model_token_ids_equal_training_and_bos_is_never_doubled(cli):
     """The embedded model's chat template writes its BOS (<|im_start|>) itself: the ids hold
     it once at the start. In base form its tokenizer adds no BOS of its own, and the ids are

@@ -56,6 +56,7 @@ def assert_scored_by_the_server(records: list[dict], out: Path) -> None:
 
 # ----------------------------------------------------------------------------- the suite itself
 
+@pytest.mark.slow
 def test_every_test_module_imports_without_the_data(tmp_path):
     """No module reads a data file at import: without the data, collection still finds every
     test (those that need data skip when run, naming the fetch command)."""
@@ -74,6 +75,7 @@ SEEDS = [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytes
 
 
 @pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.slow
 def test_two_score_processes_on_one_output_lose_and_duplicate_nothing(tmp_path, seed):
     """Both start within a seeded moment of each other on the same --in, --out and --cache;
     the second waits for the first's lock, then finds every line written: the server is
@@ -123,6 +125,7 @@ def test_two_studies_sharing_one_score_cache(tmp_path, seed):
     assert distinct <= asked <= distinct + len(shared)
 
 
+@pytest.mark.slow
 def test_a_second_writer_says_who_holds_the_output_and_waits(tmp_path):
     records = gens(10)
     src, out = write(tmp_path / "g.jsonl", records), tmp_path / "s.jsonl"
@@ -154,6 +157,7 @@ def file_size_limit(limit: int):
     (40_000, "the scores file"),
     (6_000, "the cache"),  # a new cache: the SQLite file reaches it first
 ])
+@pytest.mark.slow
 def test_disk_full_is_one_line_and_a_rerun_completes(tmp_path, limit, cut):
     records = gens(300, "hexphi")
     src, out = write(tmp_path / "g.jsonl", records), tmp_path / "s.jsonl"
@@ -174,6 +178,7 @@ def test_disk_full_is_one_line_and_a_rerun_completes(tmp_path, limit, cut):
     assert sorted(read(out), key=str) == sorted(read(tmp_path / "ref.jsonl"), key=str)
 
 
+@pytest.mark.slow
 def test_a_cut_last_line_is_dropped_with_a_warning_and_scored_again(tmp_path):
     records = gens(30)
     src, out = write(tmp_path / "g.jsonl", records), tmp_path / "s.jsonl"
@@ -192,6 +197,7 @@ def test_a_cut_last_line_is_dropped_with_a_warning_and_scored_again(tmp_path):
     check_complete(records[:29], read(tmp_path / "t.jsonl"))
 
 
+@pytest.mark.slow
 def test_a_damaged_cache_is_moved_aside_and_rebuilt(tmp_path):
     records = gens(40)
     src, out, cache = write(tmp_path / "g.jsonl", records), tmp_path / "s.jsonl", tmp_path / "c.sqlite"
@@ -209,6 +215,7 @@ def test_a_damaged_cache_is_moved_aside_and_rebuilt(tmp_path):
     assert read(out) == read(tmp_path / "ref.jsonl") and cache_rows(cache) == len(records)
 
 
+@pytest.mark.slow
 def test_a_cache_damaged_inside_stops_with_one_line(tmp_path):
     """The table's leaf pages destroyed, its index intact: opening succeeds, the first lookup
     finds the damage: one line naming the cache, exit 2, no score written; once the cache
@@ -247,6 +254,7 @@ def obey_file_modes() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
+@pytest.mark.slow
 def test_a_read_only_output_folder_is_one_line_and_writes_nothing(tmp_path):
     src = write(tmp_path / "g.jsonl", gens(10))
     readonly = tmp_path / "out"

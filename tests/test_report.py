@@ -91,6 +91,7 @@ def test_report_renders_in_chromium_with_heatmap_and_scorers(run_dir, tmp_path, 
     assert len(heat.group(0)) > 10_000  # a real picture, not an empty one
 
 
+@pytest.mark.slow
 def test_report_from_metrics_tables_and_parity_baseline(run_dir, tmp_path, cli):
     tables = tmp_path / "tables"
     result = cli("metrics", "--in", str(run_dir), "--out", str(tables), "--baseline", "0.5",
@@ -112,6 +113,7 @@ def table_rows(markdown: str, title: str) -> list[list[str]]:
 CELL = r"-?\d[\d.e+-]* \[-?\d[\d.e+-]*, -?\d[\d.e+-]*\]"  # value [low, high]
 
 
+@pytest.mark.slow
 def test_category_and_alignment_tables_show_value_and_interval(run_dir, tmp_path, cli):
     build(run_dir, tmp_path / "report", cli)
     md = (tmp_path / "report" / "report.md").read_text()
@@ -138,6 +140,7 @@ def test_report_bad_input_is_one_line_and_leaves_nothing(tmp_path, cli):
 
 
 @pytest.mark.chromium
+@pytest.mark.slow
 def test_sample_browser_filters_and_sorts_in_chromium(tmp_path, cli):
     from test_samples import write_run
 
@@ -163,6 +166,7 @@ def test_sample_browser_filters_and_sorts_in_chromium(tmp_path, cli):
 
 
 @pytest.mark.chromium
+@pytest.mark.slow
 def test_report_has_no_broken_images_or_anchors_in_chromium(run_dir, tmp_path, cli):
     index = build(run_dir, tmp_path / "report", cli)
     check = tmp_path / "report" / "check.html"
@@ -230,6 +234,7 @@ def two_scorer_run(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     return root, frame
 
 
+@pytest.mark.slow
 def test_report_agreement_table_for_two_scorers_on_the_same_generations(two_scorer_run,
                                                                          tmp_path, cli):
     """Per benchmark: n, Spearman and Cohen's kappa (on what the rates count: harm score 5,
@@ -257,6 +262,7 @@ def test_report_agreement_table_for_two_scorers_on_the_same_generations(two_scor
 
 
 @pytest.mark.chromium
+@pytest.mark.slow
 def test_report_agreement_section_renders_in_chromium(two_scorer_run, tmp_path, cli):
     index = build(two_scorer_run[0], tmp_path / "report", cli)
     dom = chromium(tmp_path, "--dump-dom", index.as_uri()).stdout

@@ -41,6 +41,7 @@ def write_run(root: Path) -> int:
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
+@pytest.mark.slow
 def test_samples_table_joins_text_verdicts_and_target_values(tmp_path, cli, suffix):
     expected = write_run(tmp_path / "run")
     out = tmp_path / f"samples{suffix}"

@@ -66,6 +66,7 @@ P_SCRIPT = {"<1>": ["429", "429"], "<2>": ["500", "503"], "<3>": ["slow"], "<4>"
             "<8>": ["bad-request"], "<9>": ["slow", "truncated", "malformed"]}
 
 
+@pytest.mark.slow
 def test_perspective_under_faults_then_cached(tmp_path):
     records = gens(30) + [{**gens(1)[0], "prompt_id": "empty", "text": "  "}]
     src = write(tmp_path / "g.jsonl", records)
@@ -203,6 +204,7 @@ def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
                           capture_output=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_keys_never_leak(tmp_path):
     out_dir = tmp_path / "out"
     src = write(tmp_path / "g.jsonl", gens(12, "hexphi"))
@@ -311,6 +313,7 @@ def test_cool_down_holds_every_thread_then_the_rate_recovers():
     assert limiter.interval == limiter.base == 0  # ... and recovered
 
 
+@pytest.mark.slow
 def test_quota_server_rate_limits_are_shared(tmp_path):
     """Against a 5 req/s quota with unlimited client qps, the 429s turn into shared cool-downs
     (counted, shown in the summary) and every item still ends ok."""

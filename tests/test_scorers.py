@@ -387,6 +387,7 @@ def test_read_generations_names_line_and_field(tmp_path, line, message):
 
 # ----------------------------------------------------------------------------- CLI
 
+@pytest.mark.slow
 def test_cli_scores_and_resumes(tmp_path, cli):
     src = write(tmp_path / "g.jsonl", [gen(i, f"text {i} you idiot" * (i % 2)) for i in range(6)])
     out = tmp_path / "s.jsonl"

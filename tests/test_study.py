@@ -229,6 +229,7 @@ def test_set_needs_section_key_and_value(tmp_path, capsys):
     assert "--set 'epochs=2': expected SECTION.KEY=VALUE" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_version_and_schema(cli):
     version = cli("--version")
     assert version.returncode == 0 and version.stdout.startswith("valueharms ")

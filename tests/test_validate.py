@@ -86,6 +86,7 @@ def test_judge_offline_with_the_yes_no_member(tmp_path):
     assert out[0]["value"] == 1.0 < out[1]["value"]
 
 
+@pytest.mark.slow
 def test_validate_cli_reproduces_a_hand_computed_auc(tmp_path, cli):
     """offline-regard on the 'negative_regard' label: the CLI's AUC equals the pair count
     over the scorer's own stored values."""
@@ -109,6 +110,7 @@ def test_validate_cli_reproduces_a_hand_computed_auc(tmp_path, cli):
     assert "offline-regard:jigsaw-toxic+vader-proxy: n 26" in r.stdout
 
 
+@pytest.mark.slow
 def test_validate_compares_two_scorers(tmp_path, cli):
     r = cli("validate", "--scorer", "offline-regard", "--scorer", "offline-toxicity",
             "--labels", str(FIXTURE), "--label-col", "toxic", "--cache", str(tmp_path / "c.db"))
@@ -125,6 +127,7 @@ def test_validate_compares_two_scorers(tmp_path, cli):
     ("text,label\n", [], "no labelled rows"),
     ("text,label\nhello,1\nbye,1\n", [], "AUC needs two kinds"),
 ])
+@pytest.mark.slow
 def test_validate_bad_input_exit_2(tmp_path, cli, content, args, message):
     path = tmp_path / "labels.csv"
     path.write_text(content)

@@ -281,6 +281,7 @@ def test_fast_jsonl_equals_json_dumps(arguments, mini_dir):
 
 
 @pytest.mark.needs_data()
+@pytest.mark.slow
 def test_cli_writes_files(cli, tmp_path):
     out = tmp_path / "hed"
     result = cli("data", "vim", "--target", "Hed", "--limit", "30", "--out", str(out))
