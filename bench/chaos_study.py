@@ -36,6 +36,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from valueharms import provenance
+
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("train", "generate", "score", "alignment", "metrics", "report")
 # A kill lands at a seeded fraction of the step's length in the uninterrupted run (its
@@ -175,9 +177,7 @@ as OUT) except those that hold times."""
             # A file may name where it lives (the report step records the report's path).
             data = path.read_bytes().replace(str(out.resolve()).encode(), b"OUT")
             if path.name == "adapter_config.json":  # PEFT writes a set: order varies per process
-                config = json.loads(data)
-                config["target_modules"] = sorted(config.get("target_modules") or [])
-                data = json.dumps(config, sort_keys=True).encode()
+                data = provenance.canonical_adapter_config(data)
             found[str(rel)] = data
     return found
 

@@ -36,7 +36,7 @@ def _dir_sha256(path: str, stamp: tuple) -> str:
     for file in _content_files(root):
         digest.update(file.name.encode() + b"\0")
         if file.name == "adapter_config.json":
-            digest.update(_canonical_adapter_config(file))
+            digest.update(canonical_adapter_config(file.read_bytes()))
             continue
         with open(file, "rb") as fh:
             while chunk := fh.read(1 << 22):
@@ -44,10 +44,11 @@ def _dir_sha256(path: str, stamp: tuple) -> str:
     return digest.hexdigest()
 
 
-def _canonical_adapter_config(file: Path) -> bytes:
-    """PEFT writes ``target_modules`` from a set, in an order that varies per process: the
-    same adapter must hash the same, so the list is sorted (and the keys) before hashing."""
-    config = json.loads(file.read_text(encoding="utf-8"))
+def canonical_adapter_config(data: bytes) -> bytes:
+    """An ``adapter_config.json``'s bytes with ``target_modules`` and the keys sorted: PEFT
+    writes the modules from a set, in an order that varies per process, and the same adapter
+    must hash (and compare) the same."""
+    config = json.loads(data)
     if isinstance(config.get("target_modules"), list):
         config["target_modules"] = sorted(config["target_modules"])
     return json.dumps(config, sort_keys=True).encode()
