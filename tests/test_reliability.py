@@ -19,7 +19,7 @@ from test_score_faults import check_complete, gens, keyed, read, write
 
 from conftest import ROOT, cli_exe
 from fakes import FakePerspective, fake_toxicity
-from valueharms.io import exclusive
+from valueharms.files import exclusive
 
 P_KEY = "pk-RELIABILITY-1"
 REMOTE = ["--scorer", "perspective", "--attempts", "3", "--backoff", "0.01", "--timeout", "5",

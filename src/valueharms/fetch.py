@@ -65,22 +65,22 @@ def where_from(ds: DataSet) -> str:
     return source(ds) if ds.fetchable else f"(no public source: {ds.no_source})"
 
 
-def sha256(path: Path) -> str:
-    """The SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
+def _hexdigest(digest, path: Path) -> str:
+    """``digest`` updated with the file's bytes, read in chunks; its hex digest."""
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256(path: str | Path) -> str:
+    """The SHA-256 of a file, read in chunks."""
+    return _hexdigest(hashlib.sha256(), Path(path))
 
 
 def git_blob(path: Path) -> str:
     """git's object id of a file: SHA-1 over ``blob <size>\0`` and its bytes."""
-    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return _hexdigest(hashlib.sha1(f"blob {path.stat().st_size}\0".encode()), path)
 
 
 def mismatch(path: Path, ds: DataSet) -> str | None:

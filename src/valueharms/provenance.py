@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .io import versions
+from .files import versions
 
 # Weight, config and tokenizer files: what decides a model's or adapter's numbers.
 _CONTENT = ("*.json", "*.safetensors", "*.bin", "*.gguf", "*.model", "*.txt", "*.jinja")
@@ -119,7 +119,3 @@ def environment() -> dict[str, Any]:
     """Code revision and every number-touching package's version, for manifests."""
     return {"code": code_revision(), "versions": versions(), "platform": platform.platform()}
 
-
-def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -456,7 +456,7 @@ def answer_records(result: CheckResult) -> list[dict]:
 
 def write(result: CheckResult, out: str | Path) -> None:
     """The three files of a check into ``out``."""
-    from ..io import atomic_write_text, write_jsonl
+    from ..files import atomic_write_text, write_jsonl
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

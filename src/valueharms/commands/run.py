@@ -109,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
         from .. import profile
 
         os.environ[profile.ENV] = "1"  # inherited by a local Ray instance started from here
-    from ..io import exclusive
+    from ..files import exclusive
 
     for study in studies:
         with exclusive(study.out / "study"):  # a second run of this study waits for the first

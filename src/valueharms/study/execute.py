@@ -7,9 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-from .. import console, profile, provenance
+from .. import console, fetch, profile, provenance
 from ..errors import InputError
-from ..files import atomic_write_text, versions
+from ..files import atomic_write_text
 from ..remote import OPENAI_KEY_ENV, PERSPECTIVE_KEY_ENV
 from .plan import MANIFEST, Step, outputs, plan
 from .spec import Study
@@ -53,12 +53,13 @@ def run_step(step: Step, study: Study, threads: int, progress: bool = False,
     if timer.enabled:
         atomic_write_text(out / "profile.json",
                           json.dumps({"step": step.id, **timer.summary(time.time() - start)}, indent=1))
+    environment = provenance.environment()
     manifest = {"step": step.id, "kind": step.kind, "config": step.config, "deps": list(step.deps),
-                "seed": study.seed, "versions": versions(), "started": start,
+                "seed": study.seed, "versions": environment["versions"], "started": start,
                 "seconds": round(time.time() - start, 3), "threads": threads,
                 "outputs": outputs(out),
-                "study_sha256": provenance.file_sha256(study.path),
-                "environment": provenance.environment()}
+                "study_sha256": fetch.sha256(study.path),
+                "environment": environment}
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1, default=str))
     return step.id
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import provenance
+from .. import fetch
 from ..config import BenchmarkOptions, GenerationOptions, OptionsT
-from ..io import atomic_write_text
+from ..files import atomic_write_text
 from ..records import BenchmarkItem, Decoding, System
 from ..systems import SystemKey
 from .plan import Step
@@ -99,7 +99,7 @@ def generate(step: Step, study: Study, out: Path, progress: bool) -> None:
                             model_args=study.model_args_for(g.backend),
                             profiles={t.name: t for t in study.targets}, data_dir=study.data_dir,
                             progress=progress, stops=g.stops,
-                            origin={"study_sha256": provenance.file_sha256(study.path)})
+                            origin={"study_sha256": fetch.sha256(study.path)})
     if summary.failed:
         # Not done: the next run retries only the failed rows.
         raise RuntimeError(f"{step.id}: {summary.failed} generations failed (see "
@@ -153,7 +153,7 @@ def metrics(step: Step, study: Study, out: Path, progress: bool) -> None:
     from ..config import MetricsOptions
 
     c = step.config
-    options = MetricsOptions(**{k: c[k] for k in ("baseline", "resamples") if k in c})
+    options = _options(MetricsOptions, c)
     run_metrics([study.out / "steps" / d / "scores.jsonl" for d in step.deps], out, options,
                 seed=c["seed"], data_dir=study.data_dir, profiles=list(study.targets))
 
