@@ -132,12 +132,12 @@ def _profile(system: System, profiles: dict[str, Profile] | None,
     return targets.find(str(system.target), data_dir)
 
 
-def record(row: Row, result: GenResult, backend: Backend, origin: dict) -> dict:
+def record(row: Row, result: GenResult, backend: Backend, origin: dict,
+           adapter_sha256: str | None) -> dict:
     """The Generation line of a successful result; ``origin``: what every row of this run
-    shares (model, code)."""
+    shares (model, code); ``adapter_sha256``: the content hash of the row's adapter."""
     assert result.text is not None, "only successful results become Generation lines"
-    origin = {**origin, "adapter_sha256": provenance.adapter_sha256(row.system.adapter),
-              **(result.provenance or {})}
+    origin = {**origin, "adapter_sha256": adapter_sha256, **(result.provenance or {})}
     return to_json(Generation(system=row.system.key, benchmark=row.item.benchmark,
                               prompt_id=row.item.id, sample=row.sample, prompt=row.request.prompt,
                               text=result.text, model=backend.model,
@@ -191,8 +191,10 @@ def generate(systems: list[System], items: list[BenchmarkItem], backend: Backend
     fresh = not Path(out_file).exists()
     try:
         shared = {**backend.provenance, **provenance.environment(), **(origin or {})}
+        # Hashed once per system here, not per written row (a folder walk each time).
+        adapter_hashes = {s.key: provenance.adapter_sha256(s.adapter) for s in systems}
         return _run(batches, planned, backend, out_file, fail_file, progress,
-                    items[0].benchmark if items else "", shared)
+                    items[0].benchmark if items else "", shared, adapter_hashes)
     except BaseException:
         # A run that stops before its first line leaves no empty file behind.
         if fresh and Path(out_file).exists() and Path(out_file).stat().st_size == 0:
@@ -202,7 +204,7 @@ def generate(systems: list[System], items: list[BenchmarkItem], backend: Backend
 
 def _run(batches: list[list[Row]], planned: dict[tuple, Row], backend: Backend,
          out_file: str | os.PathLike, fail_file: Path, progress: bool, label: str,
-         origin: dict) -> Summary:
+         origin: dict, adapter_hashes: dict[str, str | None]) -> Summary:
     with JsonlAppender(out_file, lock=True) as out:  # a second writer waits
         done = _done_keys(out, planned, backend.model)
         already = len(done)
@@ -222,7 +224,8 @@ def _run(batches: list[list[Row]], planned: dict[tuple, Row], backend: Backend,
                 for row in todo:
                     result = results[row.key]
                     if result.ok:
-                        lines.append(record(row, result, backend, origin))
+                        lines.append(record(row, result, backend, origin,
+                                            adapter_hashes[row.system.key]))
                     else:
                         failures.append({"system": row.system.key, "benchmark": row.item.benchmark,
                                          "prompt_id": row.item.id, "sample": row.sample,
