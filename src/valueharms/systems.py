@@ -16,7 +16,6 @@ Keys are normalised so that equal systems get equal strings (``VIM:Hed+value:hed
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -210,21 +209,6 @@ def parse_system(key: str, adapter: str | Path | None = None, *, data_dir: str |
 def system_key(kind: str, arg: str | None, mitigation: str = "none") -> str:
     """The normalised key; the inverse of :func:`parse_system` for already-valid parts."""
     return str(SystemKey(kind, arg, mitigation))
-
-
-def with_adapters(keys: Sequence[str], adapter_of: Callable[[SystemKey], str | Path | None],
-                  *, data_dir: str | None = None,
-                  extra: list[Profile] | None = None) -> list[System]:
-    """The systems ``keys`` name, each vim/benign one with the adapter ``adapter_of`` gives
-    it; every adapter a system needs is checked before any model loads."""
-    out = []
-    for key in keys:
-        trained = SystemKey.parse(key).kind in TRAINED_KINDS
-        system = parse_system(key, adapter_of(SystemKey.parse(key)) if trained else None,
-                              data_dir=data_dir, extra=extra)
-        require_adapter(system)
-        out.append(system)
-    return out
 
 
 def adapter_path(system: System | SystemKey, adapters_root: str | Path) -> Path:
