@@ -102,13 +102,13 @@ def correlation_test(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
            "spearman_p": np.nan, "test": "undefined"}
     if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return out  # undefined: too few systems or a constant column
-    out.update(pearson_r=float(stats.pearsonr(x, y).statistic),
-               spearman_rho=float(stats.spearmanr(x, y).statistic))
+    pearson, spearman = stats.pearsonr(x, y), stats.spearmanr(x, y)
+    out.update(pearson_r=float(pearson.statistic), spearman_rho=float(spearman.statistic))
     if n < MIN_SYSTEMS:
         return {**out, "test": TOO_FEW}
     if n >= EXACT_BELOW:
-        return {**out, "pearson_p": float(stats.pearsonr(x, y).pvalue),
-                "spearman_p": float(stats.spearmanr(x, y).pvalue), "test": "asymptotic"}
+        return {**out, "pearson_p": float(pearson.pvalue), "spearman_p": float(spearman.pvalue),
+                "test": "asymptotic"}
     resamples, test = _resamples(float(np.prod(np.arange(1, n + 1, dtype=float))))
     p = [stats.permutation_test((a,), _r_with(b), permutation_type="pairings", vectorized=True,
                                 n_resamples=resamples, rng=seed).pvalue

@@ -28,9 +28,10 @@ def _run(args: argparse.Namespace) -> int:
     scores = source.is_dir() and not any((source / name).is_file()
                                          for name in ("metrics.parquet", "metrics.csv"))
     # From score files, the report also gets the per-sample table (samples.parquet beside it).
-    samples = samples_table(source, args.data_dir, user_profiles(args)) if scores else None
+    profiles = user_profiles(args)
+    samples = samples_table(source, args.data_dir, profiles) if scores else None
     path = build_report(args.source, args.out, baseline=args.baseline, data_dir=args.data_dir,
-                        measured=args.measured, profiles=user_profiles(args),
+                        measured=args.measured, profiles=profiles,
                         resamples=args.resamples, seed=args.seed, samples=samples)
     print(path)
     return 0
