@@ -112,13 +112,17 @@ def decode(lm, device: str, batch: int, new_tokens: int, prompt_tokens: int = 16
 
 
 def with_lora(lm):
-    """``lm`` with the paper's adapters (r 8 on q/v) in training mode."""
+    """``lm`` with the toolkit's default adapters (the paper's: r 8 on q/v) in training mode."""
     from peft import LoraConfig, get_peft_model
 
+    from valueharms.config import TrainConfig
+
+    c = TrainConfig()  # the toolkit's defaults, the paper's adapter
     lm.train()
     lm.config.use_cache = False
-    return get_peft_model(lm, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.1,
-                                         target_modules=["q_proj", "v_proj"]))
+    return get_peft_model(lm, LoraConfig(r=c.lora_r, lora_alpha=c.lora_alpha,
+                                         lora_dropout=c.lora_dropout,
+                                         target_modules=list(c.target_modules)))
 
 
 def train_rate(peft_model, device: str, batch: int, tokens: int, checkpointing: bool = False,
