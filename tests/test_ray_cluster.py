@@ -1,7 +1,8 @@
 """A study on a real (local) Ray cluster started apart from the driver: the API key, set only
 in the driver, reaches the workers with the task (not in its runtime_env, which Ray logs) and
 lands in no file of the study or of Ray; two score steps run on a two-CPU head, each into its
-own cache, merged into the driver's cache afterwards."""
+own cache, merged into the driver's cache afterwards; the driver shows the running steps'
+bars, which it reads from their progress files."""
 from __future__ import annotations
 
 import json
@@ -111,8 +112,14 @@ def test_keys_travel_in_runtime_env_and_score_caches_merge(cluster, tiny_model_d
     cache_root = tmp_path / "driver-cache"
     with FakeJudge() as srv:
         harm_score = srv.reply  # HEx-PHI's 1-5 score; BeaverTails' judge answers in one word
-        srv.reply = lambda prompt: ("unflagged: fake judge" if '"flagged" or "unflagged"'
-                                    in prompt else harm_score(prompt))
+
+        def slow_reply(prompt: str) -> str:
+            # Long enough for a score step's bar to reach its progress file and the driver.
+            time.sleep(3)
+            return ("unflagged: fake judge" if '"flagged" or "unflagged"' in prompt
+                    else harm_score(prompt))
+
+        srv.reply = slow_reply
         study = tmp_path / "study.toml"
         study.write_text(STUDY.format(model=tiny_model_dir, url=srv.url))
         exe = Path(sys.executable).with_name("valueharms")
@@ -122,6 +129,15 @@ def test_keys_travel_in_runtime_env_and_score_caches_merge(cluster, tiny_model_d
             capture_output=True, text=True, timeout=900)
         sent = [r["headers"].get("authorization") for r in srv.requests]
     assert result.returncode == 0, result.stderr[-3000:]
+    # Not a terminal: one plain line per running score step (not one per poll), then its
+    # "done" line. The step's own bar went to the worker's stderr, which the driver hides.
+    lines = result.stderr.splitlines()
+    for step in (p.parent.name for p in (tmp_path / "out" / "steps").glob("score/*/manifest.json")):
+        bar = [n for n, line in enumerate(lines) if line.startswith(f"score/{step}: ")]
+        done = [n for n, line in enumerate(lines) if f"] score/{step} done in " in line]
+        assert len(bar) == 1 and "/2 [" in lines[bar[0]], result.stderr
+        assert len(done) == 1 and bar[0] < done[0], result.stderr
+    assert not list((tmp_path / "out").rglob(".progress.json"))
     # The workers, started by the head without the key, sent it: it came in the runtime_env.
     assert sent == [f"Bearer {KEY}"] * 4
     out = tmp_path / "out" / "steps"

@@ -17,11 +17,12 @@ from .steps import CACHE_FILE, RUNNERS, STEP_CACHE
 
 
 def run_step(step: Step, study: Study, threads: int, progress: bool = False,
-             label: str | None = None, verbose: bool = False) -> str:
+             label: str | None = None, verbose: bool = False, share: bool = False) -> str:
     """Run one step in its own folder with ``threads`` CPU threads (:func:`step_threads`);
     the manifest, written last, marks it done. What the step prints goes to its log.txt
     (``verbose``: to the terminal too); ``label``, when given, is printed as the step starts
-    and names its progress bar."""
+    and names its progress bar. ``share``: also keep the bar in the step folder's progress
+    file while it runs, for a driver elsewhere to show."""
     import torch
 
     out = step.out_dir(study)
@@ -42,7 +43,8 @@ def run_step(step: Step, study: Study, threads: int, progress: bool = False,
     timer = profile.current()
     timer.reset()
     try:
-        with console.step_output(out / console.LOG, label or step.id, verbose):
+        with console.step_output(out / console.LOG, label or step.id, verbose,
+                                 share=out / console.PROGRESS if share else None):
             RUNNERS[step.kind](step, study, out, progress)
     except BaseException as exc:
         if open_line:
@@ -164,6 +166,8 @@ def run_ray(study: Study, address: str | None = None, verbose: bool = False) -> 
     for step in steps.values():
         if step.done(study):
             continue
+        # A progress file left by a killed earlier run would show as running before it starts.
+        (step.out_dir(study) / console.PROGRESS).unlink(missing_ok=True)
         deps = [refs[d] for d in step.deps if d in refs]
         refs[step.id] = remote.options(name=step.id, runtime_env=env,
                                        **step_resources(step, gpus, cluster_gpus, cpus)
@@ -172,9 +176,12 @@ def run_ray(study: Study, address: str | None = None, verbose: bool = False) -> 
     pending, names = list(refs.values()), {ref: sid for sid, ref in refs.items()}
     say(f"{study.name}: {len(pending)} steps submitted to Ray ({cluster_gpus:g} GPUs in the "
         f"cluster)")
-    with ScoreCache(None) as cache:
+    with ScoreCache(None) as cache, console.RemoteBars() as bars:
         while pending:
-            finished, pending = ray.wait(pending, num_returns=1)
+            finished, pending = ray.wait(pending, num_returns=1, timeout=console.SHARE_EVERY)
+            bars.show(_startable(pending, names, steps, study))
+            if not finished:
+                continue
             try:
                 ray.get(finished[0])
             except ray.exceptions.RayTaskError as exc:
@@ -182,7 +189,18 @@ def run_ray(study: Study, address: str | None = None, verbose: bool = False) -> 
             step = steps[names[finished[0]]]
             if step.kind == "score":
                 cache.merge(step.out_dir(study) / CACHE_FILE)
-            say(f"[{len(refs) - len(pending)}/{len(refs)}] {step.id} done")
+            seconds = json.loads((step.out_dir(study) / MANIFEST).read_text())["seconds"]
+            bars.done(step.id, f"[{len(refs) - len(pending)}/{len(refs)}] {step.id} done in "
+                               f"{seconds:.1f} s")
+
+
+def _startable(pending: list, names: dict, steps: dict[str, Step],
+               study: Study) -> dict[str, Path]:
+    """The folders of the pending steps whose inputs are done: the only ones that can be
+    running, so the driver looks for no progress file of the others."""
+    waiting = {names[ref] for ref in pending}
+    return {names[ref]: steps[names[ref]].out_dir(study) for ref in pending
+            if not waiting.intersection(steps[names[ref]].deps)}
 
 
 def _ray_task(step: Step, study: Study, threads: int, secrets: dict[str, str], verbose: bool,
@@ -192,8 +210,8 @@ def _ray_task(step: Step, study: Study, threads: int, secrets: dict[str, str], v
     before = {k: os.environ.get(k) for k in secrets}
     os.environ.update(secrets)
     try:
-        return run_step(step, study, threads, progress=True,
-                        verbose=verbose)  # bars: the worker's own stderr
+        # The bar goes to the worker's own stderr, and to the progress file the driver shows.
+        return run_step(step, study, threads, progress=True, verbose=verbose, share=True)
     finally:
         for k, v in before.items():
             if v is None:
