@@ -34,23 +34,22 @@ def run_dir(tmp_path_factory) -> Path:
     write_score_files(root, synthetic_scores(seed=1))
     rng = np.random.default_rng(2)
     (root / "alignment").mkdir()
-    with open(root / "alignment" / "measured_profiles.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["name", *VALUES])
-        for target in ALIGNED:
-            scores = np.clip(np.array(extreme((SHORT[target],))) + rng.normal(0, 0.6, 10), 1, 6)
-            writer.writerow([f"vim:{target}", *scores.round(3)])
-    rows = [check.measure(f"vim:{t}", Profile(t, tuple(extreme((SHORT[t],)))), questionnaire(rng),
-                          "pvq40", "expected") for t in ALIGNED]
+    targets = [Profile(t, tuple(extreme((SHORT[t],)))) for t in ALIGNED]
+    rows = [check.measure(f"vim:{t.name}", t, questionnaire(rng, np.array(t.scores)), "pvq40",
+                          "expected") for t in targets]
     (root / "alignment" / "alignment.csv").write_text(check.table_csv(rows))
+    with open(root / "alignment" / "measured_profiles.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)  # as the check writes it: the mean answer per value
+        writer.writerow(["name", *VALUES])
+        for row in rows:
+            writer.writerow([row.system, *np.round(row.measured, 3)])
     return root
 
 
-def questionnaire(rng: np.random.Generator) -> list[check.Answer]:
-    """Answers to a 4-item-per-value questionnaire, scattered around a random profile."""
-    centre = rng.uniform(1.5, 5.5, len(VALUES))
+def questionnaire(rng: np.random.Generator, centre: np.ndarray) -> list[check.Answer]:
+    """Answers to a 4-item-per-value questionnaire, scattered around the profile ``centre``."""
     return [check.Answer(check.Item(4 * v + k, value, f"q{4 * v + k}"), None, None,
-                         float(np.clip(centre[v] + rng.normal(0, 0.7), 1, 6)))
+                         float(np.clip(centre[v] + rng.normal(0, 1.2), 1, 6)))
             for v, value in enumerate(VALUES) for k in range(4)]
 
 
@@ -128,6 +127,22 @@ def test_category_and_alignment_tables_show_value_and_interval(run_dir, tmp_path
     align = table_rows(md, "Alignment check")
     assert len(align) == len(ALIGNED)
     assert all(re.fullmatch(CELL, c) for row in align for c in row[6:]), align[0]
+    # The profile figure's panels are titled, and its alt text written, with the check's NMSE
+    # and r, each with its interval, and the number of items.
+    alt = [line[2:-len("](profiles.png)")] for line in md.splitlines()
+           if line.startswith("![target and measured") and line.endswith("](profiles.png)")]
+    assert len(alt) == 1, md
+    checked = pd.read_csv(run_dir / "alignment" / "alignment.csv")
+    shown = [row for row in checked.itertuples() if f"; {row.system}: " in alt[0]]
+    assert len(shown) >= 8, alt[0]  # the panels of the systems with a measured profile
+    for row in shown:
+        fit = (f"{row.system}: NMSE {row.nmse:.3f} [{row.nmse_low:.3f}, {row.nmse_high:.3f}], "
+               f"r {row.pearson_r:+.2f} [{row.pearson_r_low:+.2f}, {row.pearson_r_high:+.2f}] "
+               f"({row.n_items} items)")
+        assert fit in alt[0], (fit, alt[0])
+    assert row.nmse_low < row.nmse_high and row.n_items == 40
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert f'alt="{alt[0]}"' in html
 
 
 def test_report_bad_input_is_one_line_and_leaves_nothing(tmp_path, cli):

@@ -163,19 +163,19 @@ def category_bars(rows: pd.DataFrame, title: str, fig_id: str) -> Figure:
 
 
 def profile_lines(profiles: dict[str, Profile], systems: pd.DataFrame,
-                  measured: dict[str, Profile]) -> Figure:
+                  measured: dict[str, Profile], alignment: pd.DataFrame | None) -> Figure:
     """Per aligned system: its target (solid), its measured profile (dashed) and the base
-    model's (dotted grey), titled with the measured profile's Pearson r and NMSE."""
-    from ..align.check import compare
-
+    model's (dotted grey), titled with NMSE and Pearson r against the target and their
+    intervals (:func:`profile_fit`); the alt text says the same for every panel."""
     aligned = systems[systems["kind"].isin(("vim", "prompt")) & (systems["strategy"] == "none")
                       & systems["target"].isin(profiles)].head(MAX_PANELS)
     cols = min(4, max(1, len(aligned)))
     rows = int(np.ceil(len(aligned) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), squeeze=False,
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False,
                              sharey=True)
     x = np.arange(len(VALUES))
     base = measured.get("vanilla")
+    fits = []
     for ax, item in zip(axes.flat, aligned.itertuples()):
         target = profiles[item.target]
         ax.plot(x, target.scores, "o-", color="#1f77b4", label="target")
@@ -183,9 +183,9 @@ def profile_lines(profiles: dict[str, Profile], systems: pd.DataFrame,
         found = measured.get(item.system) or measured.get(item.target)
         if found is not None:
             ax.plot(x, found.scores, "s--", color="#d62728", label="measured")
-            m = compare(found.scores, target.scores)
-            r = "n/a" if m.pearson_r is None else f"{m.pearson_r:+.2f}"
-            title += f"\nr {r}, NMSE {m.nmse:.3f}"
+            nmse, r = profile_fit(item.system, target, found, alignment)
+            title += f"\n{nmse}\n{r}"
+            fits.append(f"{item.system}: {nmse}, {r}")
         if base is not None:
             ax.plot(x, base.scores, ":", color="#7f7f7f", label="base model")
         ax.set_title(title, fontsize=8)
@@ -197,9 +197,33 @@ def profile_lines(profiles: dict[str, Profile], systems: pd.DataFrame,
     fig.tight_layout()
     caption = "Target profile (1-6) of each aligned system" + (
         " and its measured profile (mean questionnaire answer per value; dotted: the base "
-        "model's); titles: Pearson r (shape) and NMSE (level and shape) against the target"
+        "model's); titles: NMSE (level and shape) and Pearson r (shape) against the target, "
+        "with the alignment check's 95 % interval (items resampled) and its number of items"
         if measured else "; no measured profiles were given")
-    return Figure("profiles", "target and measured value profiles", caption + ".", _png(fig))
+    alt = "; ".join(["target and measured value profiles", *fits])
+    return Figure("profiles", alt, caption + ".", _png(fig))
+
+
+def profile_fit(system: str, target: Profile, found: Profile,
+                alignment: pd.DataFrame | None) -> tuple[str, str]:
+    """``NMSE x [low, high]`` and ``r y [low, high] (n items)`` of ``system``'s measured
+    profile against ``target``: the alignment check's row (alignment.csv), whose intervals
+    resample the items; without one, computed from ``found`` with no interval."""
+    from ..align.check import compare
+
+    rows = (alignment[(alignment["system"] == system) & (alignment["target"] == target.name)]
+            if alignment is not None and not alignment.empty else pd.DataFrame())
+    if rows.empty:
+        point = compare(found.scores, target.scores)
+        nmse, r, items = (point.nmse, None, None), (point.pearson_r, None, None), ""
+    else:
+        row = rows.iloc[0]
+        nmse, r = ([row.get(f"{k}{end}") for end in ("", "_low", "_high")]
+                   for k in ("nmse", "pearson_r"))
+        items = f" ({row['n_items']} items)"
+    # An undefined r (a constant answer) is "n/a", never 0.
+    return (f"NMSE {intervals.cell(*nmse, '.3f') or 'n/a'}",
+            f"r {intervals.cell(*r, '+.2f') or 'n/a'}{items}")
 
 
 def mitigation_bars(mitigation: pd.DataFrame) -> list[Figure]:
@@ -295,7 +319,7 @@ def profile_section(result: analyze.Analysis, measured: dict[str, Profile],
                     alignment: pd.DataFrame | None) -> Section | None:
     """The profiles figure and the alignment check's table (None when there is neither)."""
     figures = [profile_lines(result.profiles, tables.systems_frame(result.metrics["system"]),
-                             measured)] if result.profiles else []
+                             measured, alignment)] if result.profiles else []
     found = alignment is not None and not alignment.empty
     if not figures and not found:
         return None
