@@ -64,7 +64,7 @@ def test_paired_difference_interval_is_narrower_than_unpaired():
     shifted = [Score("vim:Hed", s.benchmark, s.prompt_id, s.sample, s.scorer, s.status,
                      value=min(1.0, s.value + 0.05)) for s in base]
     found = measure(base + shifted)
-    table = tables.comparison_intervals(found.table, found.units)
+    table = tables.comparison_intervals(found.table, found.resampler)
     row = table[(table["system_type"] == "vim")
                 & (table["metric"] == "expected_max_toxicity")].iloc[0]
     assert row["difference"] == pytest.approx(0.05, abs=0.01)

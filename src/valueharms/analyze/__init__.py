@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..config import MetricsOptions
 from ..values import Profile
-from . import stats, tables
+from . import intervals, stats, tables
 from .metrics import UNIT_COLUMNS
 
 UNITS_FILE = "units.parquet"  # what each metric rests on, for the intervals of the report
@@ -42,17 +42,20 @@ class Analysis:
 
 
 def analyse(metrics: pd.DataFrame, data_dir: str | None = None,
-            extra_profiles: list[Profile] | None = None, units: pd.DataFrame | None = None,
-            seed: int = 0) -> Analysis:
-    """Every table of the report from the long metrics table; ``units`` (see
-    ``metrics.Measured``) adds the intervals of the comparison and the mitigation changes."""
-    units = units if units is not None else pd.DataFrame(columns=list(UNIT_COLUMNS))
+            extra_profiles: list[Profile] | None = None,
+            resampler: intervals.Resampler | None = None, seed: int = 0) -> Analysis:
+    """Every table of the report from the long metrics table; ``resampler`` (the resampled
+    units of ``metrics.Measured``) adds the intervals of the comparison and the mitigation
+    changes, from the same resamples as the metrics' own intervals."""
+    if resampler is None:  # no units: point values only
+        resampler = intervals.Resampler(pd.DataFrame(columns=list(UNIT_COLUMNS)), seed)
     targets = tables.systems_frame(metrics["system"])["target"].dropna()
     profiles, missing = stats.target_profiles(targets, data_dir, extra_profiles)
     return Analysis(metrics, tables.system_table(metrics), tables.comparison_table(metrics),
-                    tables.category_tables(metrics), tables.mitigation_table(metrics, units, seed),
+                    tables.category_tables(metrics), tables.mitigation_table(metrics, resampler),
                     stats.correlations(metrics, profiles), stats.aligned_vs_vanilla(metrics),
-                    profiles, missing, units, tables.comparison_intervals(metrics, units, seed),
+                    profiles, missing, resampler.units,
+                    tables.comparison_intervals(metrics, resampler),
                     stats.family_correlations(metrics, profiles, seed))
 
 
@@ -109,5 +112,5 @@ def run_metrics(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
 
     scores = load_scores(list(inputs))
     found = measure(scores, options.baseline, resamples=options.resamples, seed=seed)
-    result = analyse(found.table, data_dir, profiles, found.units, seed)
+    result = analyse(found.table, data_dir, profiles, found.resampler, seed)
     return MetricsRun(len(scores), result, write(result, out_dir))

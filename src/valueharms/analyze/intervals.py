@@ -119,12 +119,12 @@ class Resampler:
 KEY = ["system", "benchmark", "scorer", "metric", "category"]
 
 
-def add_intervals(metrics: pd.DataFrame, units: pd.DataFrame, seed: int = 0,
-                  resamples: int = RESAMPLES) -> pd.DataFrame:
-    """``metrics`` with ``low`` and ``high``: each value's 95 % bootstrap interval."""
+def add_intervals(metrics: pd.DataFrame, sampler: Resampler) -> pd.DataFrame:
+    """``metrics`` with ``low`` and ``high``: each value's 95 % bootstrap interval, from the
+    resamples of ``sampler`` (the same ones the analysis tables then read)."""
     found = []
-    if not units.empty:
-        for benchmark, category, rep in Resampler(units, seed, resamples).each():
+    if not sampler.units.empty:
+        for benchmark, category, rep in sampler.each():
             low, high = percentile_interval(rep.values)
             found += [(system, benchmark, scorer, metric, category, low[k], high[k])
                       for (system, scorer, metric), k in rep.columns.items()]

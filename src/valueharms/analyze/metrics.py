@@ -23,6 +23,7 @@ from ..benchmarks import family  # noqa: F401  (re-exported: the name's old home
 from ..errors import InputError
 from ..records import FAILED, OK, STATUSES, UNPARSED, UNSCORABLE, Score, to_json
 from . import bias
+from .intervals import Resampler, add_intervals
 
 COLUMNS = ("system", "benchmark", "scorer", "metric", "category", "value", "low", "high", "n",
            "n_failed", "n_unscorable", "n_unparsed")
@@ -122,11 +123,13 @@ class Measured:
     ``units``: system, benchmark, scorer, metric, category, level, unit, num, den. Each metric
     is sum(num) / sum(den) over its units; a unit is a prompt (level "prompt": its samples
     nested in it) or, for the bias score, an (axis, descriptor) group (level "group"). The
-    bootstrap intervals resample these units.
+    bootstrap intervals resample these units; ``resampler`` holds those resamples, drawn once
+    for the table's intervals and reused by the analysis (same seed, same intervals).
     """
 
     table: pd.DataFrame
     units: pd.DataFrame
+    resampler: Resampler
 
 
 def compute_metrics(scores: pd.DataFrame | Iterable[Score | dict],
@@ -142,8 +145,6 @@ def measure(scores: pd.DataFrame | Iterable[Score | dict],
             baseline: str | Sequence[str] = "background", *,
             resamples: int = bias.RESAMPLES, seed: int = 0) -> Measured:
     """The metrics table and its units (see :class:`Measured`)."""
-    from . import intervals
-
     baselines = bias.check_baselines(baseline)
     df = to_frame(scores)
     rows: list[dict] = []
@@ -162,8 +163,8 @@ def measure(scores: pd.DataFrame | Iterable[Score | dict],
     out = out.astype({"n": "int64", "n_failed": "int64", "n_unscorable": "int64",
                       "n_unparsed": "int64", "value": "float64"})
     unit_table = _unit_table(out, units)
-    table = intervals.add_intervals(out, unit_table, seed=seed)[list(COLUMNS)]
-    return Measured(table, unit_table)
+    sampler = Resampler(unit_table, seed)
+    return Measured(add_intervals(out, sampler)[list(COLUMNS)], unit_table, sampler)
 
 
 def _unit_table(rows: pd.DataFrame, units: list[tuple]) -> pd.DataFrame:

@@ -125,18 +125,18 @@ def _bounds(values: np.ndarray | None) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def comparison_intervals(metrics: pd.DataFrame, units: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+def comparison_intervals(metrics: pd.DataFrame, sampler: intervals.Resampler) -> pd.DataFrame:
     """The comparison table's cells with 95 % intervals, long, for every category (``all``:
     the comparison table; the others: the category tables): per system type and headline
     metric, the mean over the type's systems (no mitigation) with its interval, and its
-    difference from vanilla with the interval of the difference, paired over prompts."""
+    difference from vanilla with the interval of the difference, paired over prompts (the
+    resamples of ``sampler``, the metrics' own)."""
     columns = ["system_type", "label", "benchmark", "scorer", "metric", "category", "systems",
                "value", "low", "high", "difference", "difference_low", "difference_high"]
     rows = with_systems(headline_all_categories(metrics))
     rows = rows[rows["strategy"] == "none"]
-    if rows.empty or units.empty:
+    if rows.empty or sampler.units.empty:
         return pd.DataFrame(columns=columns)
-    sampler = intervals.Resampler(units, seed)
     out = []
     for (bench, scorer, metric, category), part in rows.groupby(
             ["benchmark", "scorer", "metric", "category"], sort=True):
@@ -160,11 +160,12 @@ def comparison_intervals(metrics: pd.DataFrame, units: pd.DataFrame, seed: int =
     return table.iloc[order].reset_index(drop=True)
 
 
-def mitigation_table(metrics: pd.DataFrame, units: pd.DataFrame | None = None,
-                     seed: int = 0) -> pd.DataFrame:
+def mitigation_table(metrics: pd.DataFrame,
+                     sampler: intervals.Resampler | None = None) -> pd.DataFrame:
     """Strategy (none/safety/value/dual) x system type for every headline metric and category:
     the mean value over the type's systems and the mean paired change from no mitigation, each
-    with its 95 % interval (prompts resampled, paired across systems) when ``units`` is given."""
+    with its 95 % interval (prompts resampled, paired across systems) when ``sampler`` (the
+    metrics' resampled units) is given and holds units."""
     columns = ["system_type", "strategy", "benchmark", "scorer", "metric", "category", "value",
                "low", "high", "change", "change_low", "change_high", "systems"]
     rows = with_systems(headline_all_categories(metrics))
@@ -176,7 +177,8 @@ def mitigation_table(metrics: pd.DataFrame, units: pd.DataFrame | None = None,
     plain = rows[rows["strategy"] == "none"].set_index(key)["value"].rename("input_only")
     rows = rows.join(plain, on=key)
     rows["change"] = rows["value"] - rows["input_only"]
-    sampler = intervals.Resampler(units, seed) if units is not None and not units.empty else None
+    if sampler is not None and sampler.units.empty:
+        sampler = None
     out = []
     group_key = ["system_type", "strategy", "benchmark", "scorer", "metric", "category"]
     for (system_type, strategy, bench, scorer, metric, category), part in rows.groupby(group_key):

@@ -76,9 +76,10 @@ def load_metrics(source: str | os.PathLike, baseline: str | Sequence[str] = "bac
             units_file = path.with_name(analyze.UNITS_FILE)
             units = pd.read_parquet(units_file) if units_file.is_file() else \
                 pd.DataFrame(columns=list(metrics_mod.UNIT_COLUMNS))
+            sampler = intervals.Resampler(units, seed)
             if "low" not in frame:  # a table from before the intervals
-                frame = intervals.add_intervals(frame, units, seed)
-            return metrics_mod.Measured(frame, units)
+                frame = intervals.add_intervals(frame, sampler)
+            return metrics_mod.Measured(frame, units, sampler)
     scores = metrics_mod.load_scores([source])
     return metrics_mod.measure(scores, baseline, resamples=resamples, seed=seed)
 
@@ -532,7 +533,7 @@ def build_report(source: str | os.PathLike, out_dir: str | os.PathLike, *,
     alignment = read_alignment(measured_files)
     found = load_metrics(source, baseline, resamples=resamples, seed=seed)
     m = found.table
-    result = analyze.analyse(m, data_dir, profiles, found.units, seed)
+    result = analyze.analyse(m, data_dir, profiles, found.resampler, seed)
     parts = sections(result, measured_profiles, alignment)
     agreement = agreement_table(samples) if samples is not None else pd.DataFrame()
     if not agreement.empty:  # after the comparison: how far to trust its scorers
