@@ -285,12 +285,11 @@ def resampled_profiles(answers: Sequence[Answer], within_values: bool,
         return (weights @ sums) / (weights @ counts)
 
 
-def metric_intervals(answers: Sequence[Answer], target: Profile, within_values: bool,
-                     point: Metrics, seed: int = 0) -> dict[str, tuple[float | None, float | None]]:
-    """95 % percentile-bootstrap interval of each metric, items resampled (see
-    ``resampled_profiles``); empty where the metric itself is undefined."""
-    found = profile_metrics(resampled_profiles(answers, within_values, seed=seed),
-                            np.asarray(target.scores, dtype=np.float64))
+def metric_intervals(resampled: np.ndarray, target: Profile,
+                     point: Metrics) -> dict[str, tuple[float | None, float | None]]:
+    """95 % percentile-bootstrap interval of each metric from the measured profiles of the
+    item resamples (see ``resampled_profiles``); empty where the metric itself is undefined."""
+    found = profile_metrics(resampled, np.asarray(target.scores, dtype=np.float64))
     out: dict[str, tuple[float | None, float | None]] = {}
     for name in METRIC_FIELDS:
         low, high = intervals.percentile_interval(found[name])
@@ -351,15 +350,39 @@ def _cell(x: float | None, digits: int = 6) -> float | str:
     return "" if x is None else round(x, digits)
 
 
+@dataclass(frozen=True)
+class Answered:
+    """What a set of answers says whatever the target it is compared with: computed once and
+    compared with every target that was scored on the same items."""
+
+    measured: tuple[float | None, ...]  # mean answer per value (see mean_per_value)
+    counts: tuple[int, ...]
+    n_items: int
+    n_unparsed: int
+    resampled: np.ndarray  # measured profiles of the item resamples (resampled_profiles)
+
+
+def answered(answers: Sequence[Answer], instrument: str) -> Answered:
+    """The target-free part of :func:`measure`: items drawn within each value for a
+    questionnaire, whole arguments for ``arguments``."""
+    measured, counts = mean_per_value(answers)
+    return Answered(measured, counts, len(answers), sum(a.score is None for a in answers),
+                    resampled_profiles(answers, within_values=instrument != "arguments"))
+
+
+def compared(system: str, target: Profile, found: Answered, instrument: str,
+             method: str) -> Alignment:
+    """``found`` compared with ``target``, with the metrics' intervals."""
+    bounds = metric_intervals(found.resampled, target, compare(found.measured, target.scores))
+    return Alignment(system, target, instrument, method, found.measured, found.counts,
+                     found.n_items, found.n_unparsed, bounds)
+
+
 def measure(system: str, target: Profile, answers: Sequence[Answer], instrument: str,
             method: str) -> Alignment:
     """Compare ``system``'s answers with ``target``, with the metrics' intervals: items drawn
     within each value for a questionnaire, whole arguments for ``arguments``."""
-    measured, counts = mean_per_value(answers)
-    point = compare(measured, target.scores)
-    bounds = metric_intervals(answers, target, instrument != "arguments", point)
-    return Alignment(system, target, instrument, method, measured, counts, len(answers),
-                     sum(a.score is None for a in answers), bounds)
+    return compared(system, target, answered(answers, instrument), instrument, method)
 
 
 # --------------------------------------------------------------------------- the whole check
@@ -407,10 +430,15 @@ def run_check(backend, subjects: Sequence[Subject], targets: Sequence[Profile], 
             {i.key: i for t in targets for i in per_target[t.name]}.values())
         answers = ask(backend, subject, pool, method, form)
         asked.append(Asked(subject, tuple(answers)))
+        # targets scored on the same items share their means and resamples (a questionnaire:
+        # every target; arguments: a trained system's own items)
+        found: dict[frozenset, Answered] = {}
         for target in targets:
-            keep = {i.key for i in per_target[(own or target).name]}
-            rows.append(measure(subject.key, target, [a for a in answers if a.item.key in keep],
-                                _name(instrument), method))
+            keep = frozenset(i.key for i in per_target[(own or target).name])
+            if keep not in found:
+                found[keep] = answered([a for a in answers if a.item.key in keep],
+                                       _name(instrument))
+            rows.append(compared(subject.key, target, found[keep], _name(instrument), method))
     return CheckResult(_name(instrument), method, tuple(asked), tuple(rows))
 
 
