@@ -8,10 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from valueharms import targets
+from valueharms import bootstrap, targets
 from valueharms.align import check
 from valueharms.align.vim_data import build_vim
-from valueharms.analyze import intervals
 from valueharms.generate.hf import HFBackend
 from valueharms.values import VALUES, Profile
 
@@ -136,7 +135,7 @@ def test_arguments_are_resampled_whole_and_questionnaire_items_within_their_valu
     items = answers({"Power": [6.0, 2.0, 4.0], "Security": [1.0, 3.0]})
     shared = [check.Answer(check.Item(1, "Security", "q1"), None, None, 6.0)]
     profiles = check.resampled_profiles(items + shared, within_values=False, resamples=200)
-    drawn = intervals.unit_weights(5, 200, np.random.default_rng(0))  # units 1..5 in order
+    drawn = bootstrap.unit_weights(5, 200, np.random.default_rng(0))  # units 1..5 in order
     with np.errstate(invalid="ignore"):  # a resample without a value's units: NaN, as ours
         power = (drawn[:, :3] @ [6.0, 2.0, 4.0]) / drawn[:, :3].sum(1)
         security = (drawn[:, 3:] @ [1.0, 3.0] + drawn[:, 0] * 6.0) / (drawn[:, 3:].sum(1) + drawn[:, 0])

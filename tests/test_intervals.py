@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from valueharms.analyze import intervals, stats, tables
+from valueharms import bootstrap
+from valueharms.analyze import stats, tables
 from valueharms.analyze.metrics import measure
 from valueharms.records import Score
 from valueharms.values import VALUES, Profile
@@ -81,7 +82,7 @@ def test_family_bootstrap_resamples_whole_families():
     y = 0.3 * x + np.repeat(rng.normal(size=fams), members) + rng.normal(0, 0.05, fams * members)
     low, high = stats.family_bootstrap_r(x, y, family, resamples=500, seed=4)
     # the same resamples written out: draw families, keep all their members, Pearson r
-    drawn = intervals.unit_weights(fams, 500, np.random.default_rng(4))
+    drawn = bootstrap.unit_weights(fams, 500, np.random.default_rng(4))
     codes = pd.factorize(pd.Series(family))[0]
     rs = []
     for counts in drawn.astype(int):

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "valueharms"
 # scoring, nor the other way round).
 LAYERS = [
     {"errors", "values", "records", "measures", "files", "io", "config", "remote", "profile",
-     "console"},
+     "console", "bootstrap"},
     {"sources", "fetch", "targets", "chat", "benchmarks", "holisticbiasr", "models", "systems", "prompts",
      "provenance"},
     {"generate", "score"},

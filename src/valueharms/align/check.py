@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import sources
+from .. import bootstrap, sources
 from ..analyze import intervals
 from ..chat import render_prompt, template
 from ..config import ALIGNMENT_METHODS, INSTRUMENTS, CheckOptions
@@ -268,7 +268,7 @@ def mean_per_value(answers: Iterable[Answer]) -> tuple[tuple[float | None, ...],
 
 
 def resampled_profiles(answers: Sequence[Answer], within_values: bool,
-                       resamples: int = intervals.RESAMPLES, seed: int = 0) -> np.ndarray:
+                       resamples: int = bootstrap.RESAMPLES, seed: int = 0) -> np.ndarray:
     """Measured profiles of bootstrap resamples of the items (resamples x values; NaN where a
     resample holds no answer for a value). ``within_values``: each value's items are drawn
     from that value's items (a questionnaire's fixed items per value); else whole items by
@@ -280,7 +280,7 @@ def resampled_profiles(answers: Sequence[Answer], within_values: bool,
     weights = np.zeros((resamples, len(keys)))
     for stratum in dict.fromkeys(strata):
         columns = [n for n, s in enumerate(strata) if s == stratum]
-        weights[:, columns] = intervals.unit_weights(len(columns), resamples, rng)
+        weights[:, columns] = bootstrap.unit_weights(len(columns), resamples, rng)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (weights @ sums) / (weights @ counts)
 
@@ -292,7 +292,7 @@ def metric_intervals(resampled: np.ndarray, target: Profile,
     found = profile_metrics(resampled, np.asarray(target.scores, dtype=np.float64))
     out: dict[str, tuple[float | None, float | None]] = {}
     for name in METRIC_FIELDS:
-        low, high = intervals.percentile_interval(found[name])
+        low, high = bootstrap.percentile_interval(found[name])
         defined = getattr(point, name) is not None and not np.isnan(low)
         out[name] = (float(low), float(high)) if defined else (None, None)
     return out

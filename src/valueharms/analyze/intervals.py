@@ -15,15 +15,14 @@ numbers would move with other prompts from the same benchmark, not with other ta
 """
 from __future__ import annotations
 
-import warnings
 import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-CONFIDENCE = 0.95
-RESAMPLES = 1000
+from ..bootstrap import RESAMPLES, percentile_interval, unit_weights
+
 COLUMN = ["system", "scorer", "metric"]
 
 
@@ -40,17 +39,6 @@ class Replicates:
         return self.values[:, k] if k is not None else np.full(len(self.values), np.nan)
 
 
-def percentile_interval(values: np.ndarray,
-                        confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
-    """The percentile interval of resampled values along axis 0 (NaN resamples ignored):
-    arrays of lower and upper ends, one per column (0-d for a 1-d input)."""
-    alpha = 1.0 - confidence
-    with warnings.catch_warnings():  # an all-NaN column is a metric with no units: NaN, silently
-        warnings.simplefilter("ignore", RuntimeWarning)
-        low, high = np.nanpercentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
-    return low, high
-
-
 def cell(value: float | None, low: float | None, high: float | None, spec: str = ".3g") -> str:
     """``value [low, high]`` in format ``spec``; the bare value without an interval, "" without
     a value (None and NaN alike: an undefined number is shown empty, never as 0)."""
@@ -59,11 +47,6 @@ def cell(value: float | None, low: float | None, high: float | None, spec: str =
     if low is None or high is None or pd.isna(low) or pd.isna(high):
         return f"{value:{spec}}"
     return f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
-
-
-def unit_weights(n_units: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """How often each unit is drawn in each resample (resamples x n_units)."""
-    return rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=resamples).astype(float)
 
 
 def replicates(units: pd.DataFrame, seed: int = 0, resamples: int = RESAMPLES) -> Replicates:

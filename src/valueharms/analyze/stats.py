@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .. import bootstrap
 from ..errors import InputError
 from ..values import VALUES, Profile
-from . import intervals
 from .tables import HEADLINE, headline_all_categories, with_systems
 
 ALIGNED_KINDS = ("vim", "prompt")
@@ -178,14 +178,14 @@ def family_bootstrap_r(x: np.ndarray, y: np.ndarray, families, resamples: int = 
     weight is the number of times its family was drawn, and r is the weighted r.
     """
     codes, names = pd.factorize(pd.Series(list(families)))
-    drawn = intervals.unit_weights(len(names), resamples, np.random.default_rng(seed))
+    drawn = bootstrap.unit_weights(len(names), resamples, np.random.default_rng(seed))
     w = drawn[:, codes]
     total = w.sum(axis=1, keepdims=True)
     dx = x[None, :] - (w @ x)[:, None] / total
     dy = y[None, :] - (w @ y)[:, None] / total
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (w * dx * dy).sum(axis=1) / np.sqrt((w * dx * dx).sum(axis=1) * (w * dy * dy).sum(axis=1))
-    low, high = intervals.percentile_interval(r)
+    low, high = bootstrap.percentile_interval(r)
     return float(low), float(high)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import bootstrap
 from ..benchmarks import BENCHMARKS, family
 from ..systems import SystemKey
 from . import intervals
@@ -121,7 +122,7 @@ def _mean_replicates(rep: intervals.Replicates | None, systems, scorer: str,
 def _bounds(values: np.ndarray | None) -> tuple[float, float]:
     if values is None:
         return np.nan, np.nan
-    low, high = intervals.percentile_interval(values)
+    low, high = bootstrap.percentile_interval(values)
     return float(low), float(high)
 
 

@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 
 from .. import sources
+from ..bootstrap import RESAMPLES, percentile_interval
 from ..errors import InputError
 from ..records import OK, Generation
 from .base import Scorer
 from .cache import ScoreCache
 
-RESAMPLES = 1000
 SEED = 0
 BENCHMARK = "validate"  # benchmark name given to the rows: judges use their 1-5 scale
 
@@ -238,15 +238,12 @@ def _result(name: str, values: np.ndarray, labels: np.ndarray, cut: float,
 
 
 def _boot(metric, n: int, idx: np.ndarray) -> Interval:
-    """The metric on all rows, and the 2.5/97.5 percentiles of it over bootstrap resamples."""
+    """The metric on all rows, and its percentile interval over bootstrap resamples (resamples
+    where it is undefined left out; none defined: no interval)."""
     if n == 0:
         return Interval(np.nan, np.nan, np.nan)
     point = metric(np.arange(n))
-    stats = np.array([metric(i) for i in idx])
-    stats = stats[~np.isnan(stats)]
-    if not len(stats):
-        return Interval(point, np.nan, np.nan)
-    low, high = np.percentile(stats, [2.5, 97.5])
+    low, high = percentile_interval(np.array([metric(i) for i in idx], dtype=float))
     return Interval(float(point), float(low), float(high))
 
 
