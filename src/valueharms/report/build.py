@@ -273,12 +273,22 @@ def _ci(value: float, low: float, high: float, sign: str = "") -> str:
     return intervals.cell(value, low, high, f"{sign}.3g")
 
 
+def _cells(table: pd.DataFrame, column: str, bounds: str | None = None, sign: str = "") -> list[str]:
+    """``value [low, high]`` of ``column`` in every row, the interval read from the columns
+    ``{bounds}low`` and ``{bounds}high`` (``bounds`` default: ``{column}_``); bare values where
+    those columns are missing (a file written before the intervals)."""
+    prefix = f"{column}_" if bounds is None else bounds
+    none = pd.Series(np.nan, index=table.index)
+    return [_ci(v, lo, hi, sign) for v, lo, hi in zip(
+        table[column], table.get(f"{prefix}low", none), table.get(f"{prefix}high", none))]
+
+
 def _with_cells(rows: pd.DataFrame, what: str) -> pd.DataFrame:
     """``rows`` with ``cell``: ``value [low, high]`` of ``what`` (value or difference)."""
-    rows = rows if what == "value" else rows[rows["difference"].notna()]
-    sign, prefix = ("", "") if what == "value" else ("+", f"{what}_")
-    return rows.assign(cell=[_ci(v, lo, hi, sign) for v, lo, hi in
-                             zip(rows[what], rows[f"{prefix}low"], rows[f"{prefix}high"])])
+    if what == "value":
+        return rows.assign(cell=_cells(rows, what, ""))
+    rows = rows[rows["difference"].notna()]
+    return rows.assign(cell=_cells(rows, what, sign="+"))
 
 
 def comparison_cells(long: pd.DataFrame, what: str) -> pd.DataFrame:
@@ -309,9 +319,7 @@ def alignment_cells(table: pd.DataFrame) -> pd.DataFrame:
     written before the intervals)."""
     from ..align.check import METRIC_FIELDS
 
-    none = pd.Series(np.nan, index=table.index)
-    cells = {k: [_ci(*t) for t in zip(table[k], table.get(f"{k}_low", none),
-                                      table.get(f"{k}_high", none))] for k in METRIC_FIELDS}
+    cells = {k: _cells(table, k) for k in METRIC_FIELDS}
     return table[["system", "target", "instrument", "method", "n_items", "n_unparsed"]] \
         .assign(**cells)
 
@@ -338,17 +346,13 @@ def profile_section(result: analyze.Analysis, measured: dict[str, Profile],
 def mitigation_cells(table: pd.DataFrame) -> pd.DataFrame:
     """The mitigation table (category all) with ``value [low, high]`` cells."""
     return table.assign(
-        value=[_ci(*t) for t in zip(table["value"], table["low"], table["high"])],
-        change=[_ci(*t, "+") for t in zip(table["change"], table["change_low"], table["change_high"])]
+        value=_cells(table, "value", ""), change=_cells(table, "change", sign="+")
     )[["system_type", "strategy", "benchmark", "scorer", "metric", "value", "change", "systems"]]
 
 
 def agreement_section(table: pd.DataFrame) -> Section:
     """The agreement table (``analyze.agreement``) with ``value [low, high]`` cells."""
-    cells = table.assign(
-        spearman=[_ci(*t) for t in zip(table["spearman"], table["spearman_low"],
-                                       table["spearman_high"])],
-        kappa=[_ci(*t) for t in zip(table["kappa"], table["kappa_low"], table["kappa_high"])])
+    cells = table.assign(spearman=_cells(table, "spearman"), kappa=_cells(table, "kappa"))
     cells = cells.rename(columns={"spearman": "Spearman [95 % CI]",
                                   "kappa": "Cohen's kappa [95 % CI]"})
     return Section("agreement", "Agreement between scorers",
