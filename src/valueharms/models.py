@@ -183,7 +183,8 @@ def loading_kwargs(backend: str, model_args: dict[str, Any] | None, *,
                    device: str | None = None) -> dict[str, Any]:
     """The keyword arguments that ``model_args`` become: for ``hf``, those of
     ``from_pretrained`` (dtype as a torch dtype, quantization as a ``BitsAndBytesConfig``);
-    for ``vllm``, those of ``vllm.LLM``. The one place model options are translated."""
+    for ``vllm``, those of ``vllm.LLM``. The one place model options are translated, and the
+    one place on the loading paths that checks them (:func:`check_model_args`)."""
     args = check_model_args(backend, model_args)
     if backend == "vllm":
         return args

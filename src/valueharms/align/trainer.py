@@ -378,8 +378,7 @@ def resolve_model(model: str | None, model_args: dict[str, Any] | None
     from .. import models
 
     model, model_args = models.split_revision(model, model_args)
-    model_args = models.check_model_args("hf", model_args)
-    models.loading_kwargs("hf", model_args)  # a bad dtype or missing bitsandbytes fails here
+    models.loading_kwargs("hf", model_args)  # checks them: a bad key or dtype, no bitsandbytes
     model_path = models.resolve(model, model_args)
     return str(model or models.DEFAULT_MODEL), model_path, model_args
 

@@ -117,8 +117,8 @@ class HFBackend:
             raise InputError(f"--batch-size {batch_size}: must be at least 1")
         if token_budget is not None and token_budget < 1:
             raise InputError(f"token_budget {token_budget}: must be at least 1")
-        model, model_args = models.split_revision(model, model_args)
-        self.model_args = models.check_model_args("hf", model_args)
+        model, self.model_args = models.split_revision(model, model_args)
+        # checked once, where they are translated (models.loading_kwargs), before weights load
         self.lm, self.tokenizer = models.load_model(model, device, self.model_args)
         self.provenance = models.loaded_provenance("hf", model, self.model_args, self.lm)
         self.tokenizer.padding_side = "left"  # decoder-only: new tokens follow the prompt

@@ -111,9 +111,8 @@ class VLLMBackend:
             raise InputError("--backend vllm: vLLM is not installed (pip install "
                              "'valueharms[vllm]', on a machine with a GPU)") from None
         self._vllm = vllm
-        model, model_args = models.split_revision(model, model_args)
-        self.model_args = models.check_model_args("vllm", model_args)
-        engine = engine_kwargs(models.loading_kwargs("vllm", self.model_args))
+        model, self.model_args = models.split_revision(model, model_args)
+        engine = engine_kwargs(models.loading_kwargs("vllm", self.model_args))  # checks them
         self.max_lora_rank = engine["max_lora_rank"]
         self.engine = vllm.LLM(model=models.resolve(model), **engine)
         self.provenance = models.loaded_provenance(
