@@ -171,7 +171,7 @@ def main() -> None:
                              "(bench/random_model.py: llama2-7b, llama3-8b, llama-1b, tiny)")
     parser.add_argument("--dtype", default=None, help="with --shape (default: bf16 on CUDA, "
                                                       "fp32 on CPU)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=models.default_device())
     parser.add_argument("--batch", type=int, default=8, help="prefill and training rows")
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=16)

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
+from valueharms import models
+
 # Shapes from the models' published config.json files (vocabulary: the model's own, unless a
 # tokenizer is given, whose size then wins).
 SHAPES: dict[str, dict] = {
@@ -54,7 +56,7 @@ def main() -> None:
     parser.add_argument("--shape", choices=sorted(SHAPES), required=True)
     parser.add_argument("--tokenizer", required=True, help="a folder with tokenizer files")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=models.default_device())
     parser.add_argument("--dtype", default="bfloat16")
     args = parser.parse_args()
 

@@ -179,6 +179,16 @@ def _vllm_quantization_problem(value: Any) -> str | None:
     return None
 
 
+def default_device(device: str | None = None) -> str:
+    """``device`` when given, else ``cuda`` when a CUDA GPU is present, else ``cpu``: the one
+    rule every model loader (generation, scorers, benches) uses for an unset device."""
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def loading_kwargs(backend: str, model_args: dict[str, Any] | None, *,
                    device: str | None = None) -> dict[str, Any]:
     """The keyword arguments that ``model_args`` become: for ``hf``, those of
@@ -193,7 +203,7 @@ def loading_kwargs(backend: str, model_args: dict[str, Any] | None, *,
     kwargs = {k: v for k, v in args.items() if k not in ("dtype", "quantization")}
     dtype = args.get("dtype")
     if dtype is None:
-        on_gpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+        on_gpu = default_device(device).startswith("cuda")
         kwargs["dtype"] = torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float32
     else:
         kwargs["dtype"] = dtype if dtype == "auto" else getattr(torch, dtype)
@@ -249,9 +259,7 @@ def load_model(model: str | None, device: str | None = None,
                model_args: dict[str, Any] | None = None):
     """(model, tokenizer) in eval mode on ``device`` (default: CUDA when present, else CPU);
     with a ``device_map`` or quantization, accelerate places the weights instead."""
-    import torch
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(device)
     lm = load_causal_lm(model, model_args, device)
     placed = bool(model_args) and ("device_map" in (model_args or {})
                                    or "quantization" in (model_args or {}))

@@ -92,12 +92,6 @@ def _engine_dtype(engine, asked: str) -> str:
         return asked
 
 
-def _engine_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class VLLMBackend:
     rows_independent = True  # per-request seeds; vLLM batches dynamically anyway
     token_budget: int | None = None  # batch_size alone caps a call
@@ -117,7 +111,7 @@ class VLLMBackend:
         self.engine = vllm.LLM(model=models.resolve(model), **engine)
         self.provenance = models.loaded_provenance(
             "vllm", model, self.model_args, dtype=_engine_dtype(self.engine, engine["dtype"]),
-            device=_engine_device())
+            device=models.default_device())
         self.tokenizer = self.engine.get_tokenizer()
         self.model = model_name or model or models.DEFAULT_MODEL
         self.batch_size = batch_size

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError
+from ..models import default_device
 from ..records import OK, Generation
 from .base import Scorer, SpanOption, Verdict, family, mask_noun_phrase, scored_text
 
@@ -42,7 +43,6 @@ class Regard(RegardSpan, Scorer):
                  span: str | None = None):
         super().__init__()
         self._setup_span(span)
-        import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         try:
@@ -58,7 +58,7 @@ class Regard(RegardSpan, Scorer):
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.classifier.config.pad_token_id = self.tokenizer.pad_token_id
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = default_device(device)
         self.classifier.to(self.device).eval()
         self.labels = labels
         self.batch_size = batch_size
