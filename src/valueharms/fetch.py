@@ -25,7 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .errors import InputError
-from .sources import DATASETS, DataSet, cache_dir, search_path
+from .sources import DATASETS, DataSet, cache_dir, on_search_path
 
 CHUNK = 1 << 16
 
@@ -181,10 +181,9 @@ def fetch(keys: Sequence[str], *, force: bool = False, progress: bool = True,
 def find(key: str, data_dir: str | None = None) -> Found:
     """Where data set ``key`` is found on the search path, and its checksum state."""
     ds = DATASETS[key]
-    for folder in search_path(data_dir):
-        path = folder / ds.filename
-        if path.is_file():
-            state = "unchecked" if not (ds.sha256 or ds.git_blob) else \
-                "MISMATCH" if mismatch(path, ds) else "ok"
-            return Found(key, path, state)
-    return Found(key, None, "missing")
+    path = on_search_path(key, data_dir)
+    if path is None:
+        return Found(key, None, "missing")
+    state = "unchecked" if not (ds.sha256 or ds.git_blob) else \
+        "MISMATCH" if mismatch(path, ds) else "ok"
+    return Found(key, path, state)

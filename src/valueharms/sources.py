@@ -227,14 +227,20 @@ def cache_dir() -> Path:
     return cache_root() / "data"
 
 
+def on_search_path(key: str, data_dir: str | os.PathLike | None = None) -> Path | None:
+    """Where data set ``key``'s file is on the search path (the first folder that has it), or
+    None: nothing is downloaded."""
+    filename = DATASETS[key].filename
+    return next((d / filename for d in search_path(data_dir) if (d / filename).is_file()), None)
+
+
 def locate(key: str, data_dir: str | os.PathLike | None = None) -> Path:
     """Path of data set ``key``: found on the search path, else downloaded (from the mirror,
     or for the ``auto`` sets from their public address), else InputError."""
     ds = DATASETS[key]
-    dirs = search_path(data_dir)
-    for d in dirs:
-        if (d / ds.filename).is_file():
-            return d / ds.filename
+    found = on_search_path(key, data_dir)
+    if found is not None:
+        return found
     mirror = os.environ.get("VALUEHARMS_MIRROR")
     if mirror or (ds.auto and ds.url):
         from .fetch import download
@@ -244,7 +250,7 @@ def locate(key: str, data_dir: str | os.PathLike | None = None) -> Path:
         f"it has no public source to fetch from ({ds.no_source}): put it"
     raise InputError(
         f"missing data file {ds.filename} ({ds.origin}); looked in "
-        f"{', '.join(str(d) for d in dirs)}; {how} in one of these or pass --data-dir DIR")
+        f"{', '.join(str(d) for d in search_path(data_dir))}; {how} in one of these or pass --data-dir DIR")
 
 
 # --------------------------------------------------------------------------- raw text
