@@ -124,3 +124,19 @@ def test_jsonl_drops_only_an_unterminated_tail(tmp_path):
     p.write_text('{"a": 1}\n{"a":\n{"a": 2}\n')
     with pytest.raises(InputError, match="line 2: invalid JSON"):
         list(sources.read_jsonl(p))
+
+
+def test_first_jsonl_record_reads_only_up_to_it_by_the_same_rules(tmp_path):
+    from valueharms.files import first_jsonl_record
+
+    p = tmp_path / "x.jsonl"
+    p.write_bytes(b'\xef\xbb\xbf\n  \n{"a": 1}\n' + b'\xff not read\n')  # later lines unread
+    assert first_jsonl_record(p) == {"a": 1}
+    p.write_text('{"a":')  # only an unfinished line: no record
+    assert first_jsonl_record(p) is None
+    p.write_text('{"a":\n{"a": 2}\n')
+    with pytest.raises(InputError, match="line 1: invalid JSON"):
+        first_jsonl_record(p)
+    p.write_text("\n \n")
+    with pytest.raises(InputError, match="file is empty"):
+        first_jsonl_record(p)

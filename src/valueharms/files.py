@@ -4,6 +4,7 @@ readers every input goes through, the cache root and the versions a manifest rec
 (Formerly ``valueharms.io``, renamed so it does not share the standard library's name.)"""
 from __future__ import annotations
 
+import codecs
 import contextlib
 import fcntl
 import json
@@ -172,12 +173,29 @@ def cache_root() -> Path:
 def read_text(path: str | os.PathLike) -> str:
     """UTF-8 text (BOM stripped); undecodable bytes and empty files are InputErrors."""
     path = Path(path)
+    return _decoded(path, _read_bytes(path))
+
+
+def _read_bytes(path: Path, first_line: bool = False) -> bytes:
+    """The file's bytes; ``first_line``: only up to the end of its first non-blank line."""
     try:
-        raw = path.read_bytes()
+        if not first_line:
+            return path.read_bytes()
+        head = b""
+        with path.open("rb") as handle:
+            for raw in handle:
+                head += raw
+                if raw.removeprefix(codecs.BOM_UTF8).strip():
+                    break
+        return head
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory, expected a file") from None
+
+
+def _decoded(path: Path, raw: bytes) -> str:
+    """``raw`` (the file's bytes from its start) as text, see :func:`read_text`."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -194,10 +212,22 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
     return (record for _, record in read_jsonl_lines(path))
 
 
+def first_jsonl_record(path: str | os.PathLike) -> dict | None:
+    """The first record of a JSON-lines file (None: only an unfinished line), reading the file
+    only up to it: what a file holds is told by its first record (see :func:`read_jsonl`)."""
+    path = Path(path)
+    return next((r for _, r in _records(path, _decoded(path, _read_bytes(path, True)))), None)
+
+
 def read_jsonl_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """(line number, record) of each JSON line, numbered as in the file (blank lines count)."""
     path = Path(path)
-    lines = read_text(path).split("\n")
+    yield from _records(path, read_text(path))
+
+
+def _records(path: Path, text: str) -> Iterator[tuple[int, dict]]:
+    """(line number, record) of the JSON lines of ``text``, the start of ``path``."""
+    lines = text.split("\n")
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue

@@ -21,6 +21,7 @@ import pandas as pd
 from .. import sources
 from ..benchmarks import family  # noqa: F401  (re-exported: the name's old home)
 from ..errors import InputError
+from ..files import first_jsonl_record
 from ..records import FAILED, OK, STATUSES, UNPARSED, UNSCORABLE, Score, to_json
 from . import bias
 from .intervals import Resampler, add_intervals
@@ -57,7 +58,7 @@ def score_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
 
 
 def _is_score_file(path: Path) -> bool:
-    first = next(iter(sources.read_jsonl(path)), None)
+    first = first_jsonl_record(path)
     return first is not None and "scorer" in first and "status" in first
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 
 from .. import sources
 from ..errors import InputError
+from ..files import first_jsonl_record
 from ..values import VALUES, Profile
 from . import metrics as metrics_mod
 from .stats import target_profiles
@@ -26,7 +27,7 @@ FORMATS = (".parquet", ".csv", ".jsonl")
 
 
 def _is_generation_file(path: Path) -> bool:
-    first = next(iter(sources.read_jsonl(path)), None)
+    first = first_jsonl_record(path)
     return first is not None and "scorer" not in first and \
         all(k in first for k in (*GENERATION_KEY, "prompt", "text"))
 
