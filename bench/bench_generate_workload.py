@@ -20,7 +20,6 @@ that no load on the machine changes; `--count-only` stops there.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from dataclasses import replace
@@ -28,7 +27,7 @@ from pathlib import Path
 
 from bench_adapters import make_adapters
 
-from valueharms import chat, models
+from valueharms import chat, files, models
 from valueharms.generate.hf import TOKEN_BUDGET, HFBackend, shared_prefix_lengths
 from valueharms.generate.run import plan_rows
 from valueharms.study import plan, spec, steps
@@ -37,8 +36,7 @@ OLD = {"prefix_cache": False, "token_budget": 10 ** 9}  # every row's whole prom
 
 
 def texts(path: Path) -> dict[tuple, str]:
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    return {(r["system"], r["prompt_id"], r["sample"]): r["text"] for r in rows}
+    return {(r["system"], r["prompt_id"], r["sample"]): r["text"] for r in files.read_jsonl(path)}
 
 
 def prompt_tokens(study, step, backend: HFBackend) -> tuple[int, int, int]:

@@ -6,12 +6,12 @@ size, through ``score_batch`` (no cache: the model's work only).
 """
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 
 from valueharms.records import Generation
 from valueharms.score import get_scorer
+from valueharms.score.validate import Columns, read_labelled
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 512
@@ -19,10 +19,10 @@ SCORERS = ("offline-toxicity", "offline-regard", "judge-offline")
 
 
 def items(scorer) -> list[tuple[Generation, str]]:
-    rows = list(csv.DictReader((ROOT / "tests" / "data" / "labelled.csv").open()))
+    rows = read_labelled(ROOT / "tests" / "data" / "labelled.csv", Columns("text", "toxic", "request"))
     gens = [Generation(system="bench", benchmark="hexphi", prompt_id=str(i), sample=0,
-                       prompt="", text=rows[i % len(rows)]["text"], model="", decoding={},
-                       meta={"question": rows[i % len(rows)]["request"]}) for i in range(N)]
+                       prompt="", text=rows.texts[i % len(rows.texts)], model="", decoding={},
+                       meta={"question": rows.requests[i % len(rows.texts)]}) for i in range(N)]
     return [(g, scorer.input_text(g)) for g in gens]
 
 

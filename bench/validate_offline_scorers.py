@@ -114,14 +114,12 @@ def judge(evals: Path) -> None:
 
 def report(name: str, df: pd.DataFrame, scorer, cache, request: bool) -> None:
     """``valueharms validate``'s lines for ``scorer`` on the rows of ``df``."""
-    from valueharms.score.validate import Columns, validate
+    from valueharms.score.validate import Labelled, validate_rows
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "rows.csv"
-        df.to_csv(path, index=False)
-        columns = Columns("text", "label", "request" if request else None)
-        for line in validate(path, [scorer], columns, cache=cache).lines()[1:]:
-            print(f"[{name}] {line}")
+    rows = Labelled(df["text"].tolist(), df["label"].to_numpy(dtype=float),
+                    df["request"].tolist() if request else None)
+    for line in validate_rows(name, rows, [scorer], cache=cache).lines()[1:]:
+        print(f"[{name}] {line}")
 
 
 def harm(evals: Path) -> None:

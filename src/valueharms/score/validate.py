@@ -157,7 +157,14 @@ def validate(path: str | Path, scorers: list[Scorer], columns: Columns, *,
              thresholds: list[float | None] | None = None, flip: bool = False,
              cache: ScoreCache | None = None, resamples: int = RESAMPLES) -> Report:
     """Score the labelled file with one or two scorers and measure agreement with the labels."""
-    rows = read_labelled(path, columns, flip)
+    return validate_rows(str(path), read_labelled(path, columns, flip), scorers,
+                         thresholds=thresholds, cache=cache, resamples=resamples)
+
+
+def validate_rows(where: str, rows: Labelled, scorers: list[Scorer], *,
+                  thresholds: list[float | None] | None = None, cache: ScoreCache | None = None,
+                  resamples: int = RESAMPLES) -> Report:
+    """:func:`validate` of labelled rows already read (``where``: what the report calls them)."""
     used = cache if cache is not None else ScoreCache()
     try:
         all_values = [score_texts(rows, s, used) for s in scorers]
@@ -167,7 +174,7 @@ def validate(path: str | Path, scorers: list[Scorer], columns: Columns, *,
     thresholds = thresholds or [None] * len(scorers)
     scored = [Scored(s.name, v, given if given is not None else getattr(s, "threshold", None))
               for s, v, given in zip(scorers, all_values, thresholds)]
-    return measure(str(path), rows.labels, scored, resamples)
+    return measure(where, rows.labels, scored, resamples)
 
 
 @dataclass(frozen=True)
