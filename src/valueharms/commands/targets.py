@@ -7,7 +7,7 @@ import sys
 
 from .. import targets
 from ..files import atomic_write_text
-from ..values import VALUES, Profile
+from ..values import VALUES
 from . import add_data_dir, add_subcommands
 
 
@@ -37,11 +37,6 @@ def register(sub) -> None:
     p.add_argument("--neighbours", type=int, default=10)
     p.add_argument("--out", required=True, help="CSV file to write")
     p.set_defaults(func=_derive)
-
-
-def to_csv(profiles: list[Profile], extra: tuple[str, ...] = ()) -> str:
-    """Deprecated: use ``valueharms.targets.profiles_csv``."""
-    return targets.profiles_csv(profiles, extra)
 
 
 def _list(args: argparse.Namespace) -> int:
