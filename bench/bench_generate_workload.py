@@ -8,8 +8,10 @@ the defaults (each batch's shared starts, the chat system prompt and the persona
 computed once per adapter; batches cut by a token budget). The VIM and benign adapters the
 demo would train are stood in for by random LoRA adapters (r 8 on q/v), which cost the same
 to run. The two sides alternate per benchmark, so load on a shared machine hits both alike.
-Both must write the same texts (checked, greedy and sampled rows alike). Last line:
-`ratio generate_workload <old time / new time>`.
+Both must write the same texts (checked, greedy and sampled rows alike):
+`ratio generate_workload <old time / new time>`. Then the study's alignment step (every
+system answering the questionnaire, read from next-token probabilities) the same two ways,
+which must give the same measured profiles: `ratio alignment_check <old time / new time>`.
 
 First it counts, without running the model, the prompt tokens each side computes (padding
 included; new: each distinct shared prefix once plus every row's own tokens), a figure
@@ -25,6 +27,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from bench_adapters import make_adapters
 
 from valueharms import chat, files, models
@@ -124,6 +128,29 @@ def main() -> None:
                   f"{seconds['old']:7.1f} s, new {seconds['new']:7.1f} s, {same}")
         print(f"all four: old {total['old']:.1f} s, new {total['new']:.1f} s")
         print(f"ratio generate_workload {total['old'] / total['new']:.2f}")
+        alignment_check(sides, Path(tmp))
+
+
+def alignment_check(sides: dict, tmp: Path) -> None:
+    """The study's alignment step (every subject asked the questionnaire) on both sides, the
+    new one first: the answers' probabilities through the prefix cache or not."""
+    seconds, measured = {}, {}
+    for side in ("new", "old"):
+        side_study, _ = sides[side]
+        step = next(s for s in plan.plan(side_study) if s.kind == "alignment")
+        out = tmp / side / step.id
+        out.mkdir(parents=True)
+        start = time.perf_counter()
+        steps.alignment(step, side_study, out, progress=False)
+        seconds[side] = time.perf_counter() - start
+        measured[side] = pd.read_csv(out / "measured_profiles.csv")
+    numbers = measured["new"].select_dtypes("number").to_numpy()
+    if not np.allclose(numbers, measured["old"].select_dtypes("number").to_numpy(), atol=1e-4,
+                       equal_nan=True):
+        raise SystemExit("alignment check: the measured profiles differ")
+    print(f"alignment check {len(measured['new'])} rows: old {seconds['old']:.1f} s, new "
+          f"{seconds['new']:.1f} s, same measured profiles (within 1e-4)")
+    print(f"ratio alignment_check {seconds['old'] / seconds['new']:.2f}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from valueharms import chat
@@ -118,6 +119,28 @@ def test_shared_prefixes_give_the_same_texts(tiny_model_dir, adapters, decoding)
     # the base model's system prompt, one per adapter.
     assert len(shared._prefixes) < len(requests) / 2
     assert not plain._prefixes
+
+
+@pytest.mark.parametrize("adapter", [None, 0])
+def test_choice_logprobs_with_shared_prefixes_equal_the_plain_path(tiny_model_dir, adapters,
+                                                                   adapter):
+    """The alignment check's next-token reading through the prefix cache (survey items behind
+    one persona, with and without a LoRA adapter) gives the plain path's log-probabilities."""
+    from valueharms.align import check
+    from valueharms.generate.hf import HFBackend
+    from valueharms.targets import find
+
+    plain = HFBackend(str(tiny_model_dir), batch_size=4, device="cpu", prefix_cache=False)
+    shared = HFBackend(str(tiny_model_dir), batch_size=4, device="cpu", prefix_cache=True)
+    persona = find("close_Self-Enhancement_10")
+    prompts = [check.render_prompt(check.survey_text(q, persona), plain.tokenizer)
+               for q in ("He likes to be in charge.", "Being free matters to her a lot.",
+                         "He thinks people should be treated equally, always.",
+                         "Tradition is important to her.", "He seeks every chance for fun.")]
+    lora = None if adapter is None else adapters[adapter]
+    got = shared.choice_logprobs(prompts, list(check.CHOICES), lora)
+    assert shared._prefixes and not plain._prefixes  # the persona block came from the cache
+    assert np.allclose(got, plain.choice_logprobs(prompts, list(check.CHOICES), lora), atol=1e-4)
 
 
 def test_a_prefix_is_shared_only_within_one_adapter():

@@ -293,7 +293,8 @@ def test_profile_splits_each_steps_time(local_run):
                 for p in out.glob("steps/*/*/profile.json")}
     assert len(list(out.glob("steps/*/*/profile.json"))) == len(list(out.glob("steps/*/*/manifest.json")))
     for kind, parts in (("generate", {"load", "prompts", "prefill", "decode", "io"}),
-                        ("train", {"load", "train"}), ("score", {"load", "scoring", "io"})):
+                        ("train", {"load", "train"}), ("score", {"load", "scoring", "io"}),
+                        ("alignment", {"load", "adapters", "prefill"})):
         record = profiles[kind]
         assert parts <= set(record["parts"]), (kind, record)
         assert all(v >= 0 for v in record["parts"].values())

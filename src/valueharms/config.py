@@ -345,11 +345,13 @@ class CheckOptions(Options):
     form: PromptForm = Field("auto", description="chat template, plain text, or chat when the "
                              "model has a template")
     device: str | None = Field(None, description="cpu, cuda, cuda:1 ...")
+    prefix_cache: bool = Field(True, description=BackendOptions.model_fields["prefix_cache"]
+                               .description)
 
     def backend(self) -> BackendOptions:
         """The hf backend's options of the check."""
         return BackendOptions(backend="hf", batch_size=self.batch_size, form=self.form,
-                              device=self.device)
+                              device=self.device, prefix_cache=self.prefix_cache)
 
 
 def locate(where: str, build: Any, *args: Any, **kwargs: Any) -> Any:

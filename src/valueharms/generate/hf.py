@@ -170,21 +170,33 @@ class HFBackend:
             raise InputError(f"{self.model}: the tokenizer splits the answer {split[0]!r} into "
                              f"several tokens; use --method generate")
         columns = torch.tensor([i[0] for i in ids])
-        model = self.lm if self.peft is None else self.peft
         name = self.adapter_name(adapter) if adapter else BASE
+        tokens = [chat.prompt_token_ids(p, self.tokenizer) for p in prompts]
         # Longest first, so each batch holds prompts of similar length (little padding).
-        order = sorted(range(len(prompts)), key=lambda i: -self.prompt_length(prompts[i]))
+        order = sorted(range(len(prompts)), key=lambda i: -len(tokens[i]))
         out: list[list[float]] = [[] for _ in prompts]
         for start in range(0, len(order), self.batch_size):
             rows = order[start:start + self.batch_size]
-            enc = chat.encode_prompts([prompts[i] for i in rows], self.tokenizer, self.device)
-            names = {} if self.peft is None else {"adapter_names": [name] * len(rows)}
-            with torch.inference_mode():
-                logits = model(**enc, **names).logits[:, -1, :].float()  # left padded: last = next
+            logits = self._next_logits([tokens[i] for i in rows], [name] * len(rows))
             picked = torch.log_softmax(logits, dim=-1)[:, columns.to(logits.device)]
             for i, row in zip(rows, picked.tolist()):
                 out[i] = row
         return out
+
+    def _next_logits(self, ids: list[list[int]], names: list[str]) -> torch.Tensor:
+        """The next-token logits after each row (one forward pass; the rows' shared prefixes,
+        when on, come from the prefix cache as in generation)."""
+        inputs = self._inputs(ids, names)
+        model = self.lm if self.peft is None else self.peft
+        extra = {} if self.peft is None else {"adapter_names": names}
+        cache = inputs.pop(CACHE, None)
+        if cache is not None:  # feed only the rows' own tokens; positions continue the prefix
+            width = cache.get_seq_length()
+            mask = inputs["attention_mask"]
+            extra |= {CACHE: cache, "input_ids": inputs.pop("input_ids")[:, width:],
+                      "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)[:, width:]}
+        with self.timer.span("prefill"), torch.inference_mode():
+            return model(**inputs, **extra).logits[:, -1, :].float()  # last column: next token
 
     # ------------------------------------------------------------------ adapters
 

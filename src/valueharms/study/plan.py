@@ -107,11 +107,14 @@ def plan(study: Study) -> list[Step]:
            for name, location in study.adapters.items()] if study.targets else []
     align_step = None
     if aligned or prompted or own:
+        # [generation] prefix_cache applies to the check's backend too; named only when set,
+        # so the step ids of studies that never set it stay as they were
+        prefix = {k: v for k, v in study.generation.set_values().items() if k == "prefix_cache"}
         align_step = Step("alignment", "survey", {**base, "systems": aligned + prompted + own,
                           "adapters": {k: adapters[k].id for k in aligned},
                           "limit": study.train.limit, "device": study.device,
                           "method": study.analysis.alignment,
-                          "instrument": study.analysis.instrument},
+                          "instrument": study.analysis.instrument, **prefix},
                           tuple(adapters[k].id for k in aligned), gpu=True)
         steps.append(align_step)
     resamples = {k: v for k, v in study.analysis.set_values().items() if k == "resamples"}

@@ -141,7 +141,8 @@ def alignment(step: Step, study: Study, out: Path, progress: bool) -> None:
             trained_on[text] = _target(study, str(key.target))
     options = CheckOptions(instrument=c.get("instrument", "pvq40"),
                            method=c.get("method", "generate"), train_limit=c.get("limit"),
-                           batch_size=study.generation.batch_size or 8, device=c.get("device"))
+                           batch_size=study.generation.batch_size or 8, device=c.get("device"),
+                           prefix_cache=c.get("prefix_cache", True))
     check.run_alignment(_model(study), subjects, list(study.targets), options,
                         model_args=study.model_args_for("hf"), trained_on=trained_on,
                         data_dir=study.data_dir, out=out)
