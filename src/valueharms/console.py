@@ -19,9 +19,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .files import atomic_write_text
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 LOG = "log.txt"
 PROGRESS = ".progress.json"  # hidden: never one of the step's outputs (plan.outputs)
@@ -181,7 +184,7 @@ class RemoteBars:
     def __init__(self, file: TextIO | None = None):
         self.file = file or sys.stderr
         self.tty = self.file.isatty()
-        self.bars: dict[str, object] = {}
+        self.bars: dict[str, tqdm] = {}
         self.printed: dict[str, float] = {}
 
     def __enter__(self) -> RemoteBars:

@@ -214,12 +214,15 @@ def profile_fit(system: str, target: Profile, found: Profile,
 
     rows = (alignment[(alignment["system"] == system) & (alignment["target"] == target.name)]
             if alignment is not None and not alignment.empty else pd.DataFrame())
+    Triple = tuple[float | None, float | None, float | None]  # value, low, high
+    nmse: Triple
+    r: Triple
     if rows.empty:
         point = compare(found.scores, target.scores)
         nmse, r, items = (point.nmse, None, None), (point.pearson_r, None, None), ""
     else:
         row = rows.iloc[0]
-        nmse, r = ([row.get(f"{k}{end}") for end in ("", "_low", "_high")]
+        nmse, r = ((row.get(k), row.get(f"{k}_low"), row.get(f"{k}_high"))
                    for k in ("nmse", "pearson_r"))
         items = f" ({row['n_items']} items)"
     # An undefined r (a constant answer) is "n/a", never 0.
