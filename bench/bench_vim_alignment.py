@@ -24,7 +24,7 @@ inputs, so the targets may be trained in parallel processes (``--train-only --ta
 and the table printed afterwards by one run over all of them.
 
     python bench/bench_vim_alignment.py [--targets close_Self-Transcendence_9,close_Self-Enhancement_10]
-        [--stage1-limit 96] [--stage2-limit 200] [--epochs 1] [--lr 1e-3] [--out DIR] [--train-only]
+        [--stage1-limit 96] [--stage2-limit 800] [--epochs 1] [--lr 1e-3] [--out DIR] [--train-only]
 """
 from __future__ import annotations
 
@@ -102,12 +102,12 @@ def main() -> None:
                         help="comma-separated paper targets (at least two for the cross table)")
     parser.add_argument("--model", default=None, help="default: the embedded model")
     parser.add_argument("--stage1-limit", type=int, default=96, help="arguments in stage 1")
-    parser.add_argument("--stage2-limit", type=int, default=200, help="arguments in stage 2")
+    parser.add_argument("--stage2-limit", type=int, default=800, help="arguments in stage 2")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=192)
-    parser.add_argument("--snapshot-every", type=int, default=8,
+    parser.add_argument("--snapshot-every", type=int, default=32,
                         help="stage-2 optimizer steps between learning-curve snapshots")
     parser.add_argument("--curve-points", type=int, default=4,
                         help="stage-2 snapshots measured for the learning curve (evenly spaced)")
