@@ -3,6 +3,7 @@ the same steps on a local Ray instance, and skipping what is done."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -327,6 +328,7 @@ def test_console_shows_a_line_per_step_and_log_txt_the_rest(local_run):
     done = [line for line in result.stderr.splitlines() if " done in " in line]
     assert sorted(line.split()[1] for line in done) == sorted(
         str(d.relative_to(out / "steps")) for d in steps)
+    assert re.search(r"alignment/survey-\S+:.*system", result.stderr)  # its bar: systems asked
 
 
 @pytest.mark.slow

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import bootstrap, sources
+from .. import bootstrap, console, sources
 from ..analyze import intervals
 from ..chat import render_prompt, template
 from ..config import ALIGNMENT_METHODS, INSTRUMENTS, CheckOptions
@@ -406,8 +406,10 @@ class CheckResult:
 def run_check(backend, subjects: Sequence[Subject], targets: Sequence[Profile], *,
               instrument: str = "pvq40", method: str = "generate", trained_on=None,
               data_dir: str | None = None, limit: int | None = None,
-              train_limit: int | None = None, form: str = "auto") -> CheckResult:
-    """Ask every subject once and compare it with every target (one row per pair).
+              train_limit: int | None = None, form: str = "auto",
+              progress: bool = False) -> CheckResult:
+    """Ask every subject once and compare it with every target (one row per pair); with
+    ``progress``, a bar of the subjects asked.
 
     ``trained_on``: {system key: the target it was trained on}. With the ``arguments``
     instrument a trained system is asked (and compared) on the items leak-free for its own
@@ -422,23 +424,28 @@ def run_check(backend, subjects: Sequence[Subject], targets: Sequence[Profile], 
         per_target = {t.name: items for t in targets}
     trained_on = trained_on or {}
     asked, rows = [], []
-    for subject in subjects:
-        own = trained_on.get(subject.key)
-        if own is not None and own.name not in per_target:
-            per_target[own.name] = instrument_items(instrument, own, data_dir, limit, train_limit)
-        pool = per_target[own.name] if own is not None else list(
-            {i.key: i for t in targets for i in per_target[t.name]}.values())
-        answers = ask(backend, subject, pool, method, form)
-        asked.append(Asked(subject, tuple(answers)))
-        # targets scored on the same items share their means and resamples (a questionnaire:
-        # every target; arguments: a trained system's own items)
-        found: dict[frozenset, Answered] = {}
-        for target in targets:
-            keep = frozenset(i.key for i in per_target[(own or target).name])
-            if keep not in found:
-                found[keep] = answered([a for a in answers if a.item.key in keep],
-                                       _name(instrument))
-            rows.append(compared(subject.key, target, found[keep], _name(instrument), method))
+    bar = console.bar(len(subjects), "alignment check", unit="system", disable=not progress)
+    with bar:
+        for subject in subjects:
+            own = trained_on.get(subject.key)
+            if own is not None and own.name not in per_target:
+                per_target[own.name] = instrument_items(instrument, own, data_dir, limit,
+                                                        train_limit)
+            pool = per_target[own.name] if own is not None else list(
+                {i.key: i for t in targets for i in per_target[t.name]}.values())
+            answers = ask(backend, subject, pool, method, form)
+            asked.append(Asked(subject, tuple(answers)))
+            # targets scored on the same items share their means and resamples (a questionnaire:
+            # every target; arguments: a trained system's own items)
+            found: dict[frozenset, Answered] = {}
+            for target in targets:
+                keep = frozenset(i.key for i in per_target[(own or target).name])
+                if keep not in found:
+                    found[keep] = answered([a for a in answers if a.item.key in keep],
+                                           _name(instrument))
+                rows.append(compared(subject.key, target, found[keep], _name(instrument),
+                                     method))
+            bar.update(1)
     return CheckResult(_name(instrument), method, tuple(asked), tuple(rows))
 
 
@@ -508,10 +515,11 @@ def describe(row: Alignment) -> str:
 def run_alignment(model: str | None, subjects: Sequence[Subject], targets: Sequence[Profile],
                   options: CheckOptions, *, model_args: dict | None = None,
                   trained_on: dict[str, Profile] | None = None, data_dir: str | None = None,
-                  out: str | Path | None = None) -> CheckResult:
+                  out: str | Path | None = None, progress: bool = False) -> CheckResult:
     """The alignment-check stage (``valueharms evaluate alignment`` and a study's alignment
     step): load ``model`` with the subjects' adapters, ask every subject, compare it with
-    every target (:func:`run_check`) and, with ``out``, write the files there.
+    every target (:func:`run_check`; ``progress``: a bar of the subjects asked) and, with
+    ``out``, write the files there.
 
     A bad instrument file fails before the model loads."""
     from .. import profile
@@ -526,7 +534,8 @@ def run_alignment(model: str | None, subjects: Sequence[Subject], targets: Seque
         backend.load_adapters(sorted({s.adapter for s in subjects if s.adapter}))
     result = run_check(backend, subjects, targets, instrument=options.instrument,
                        method=options.method, trained_on=trained_on, data_dir=data_dir,
-                       limit=options.limit, train_limit=options.train_limit, form=options.form)
+                       limit=options.limit, train_limit=options.train_limit, form=options.form,
+                       progress=progress)
     if out is not None:
         write(result, out)
     return result

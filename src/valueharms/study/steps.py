@@ -145,7 +145,7 @@ def alignment(step: Step, study: Study, out: Path, progress: bool) -> None:
                            prefix_cache=c.get("prefix_cache", True))
     check.run_alignment(_model(study), subjects, list(study.targets), options,
                         model_args=study.model_args_for("hf"), trained_on=trained_on,
-                        data_dir=study.data_dir, out=out)
+                        data_dir=study.data_dir, out=out, progress=progress)
 
 
 def metrics(step: Step, study: Study, out: Path, progress: bool) -> None:
