@@ -129,8 +129,12 @@ class Measured:
     """
 
     table: pd.DataFrame
-    units: pd.DataFrame
     resampler: Resampler
+
+    @property
+    def units(self) -> pd.DataFrame:
+        """The units the intervals rest on (the resampler's)."""
+        return self.resampler.units
 
 
 def compute_metrics(scores: pd.DataFrame | Iterable[Score | dict],
@@ -165,7 +169,7 @@ def measure(scores: pd.DataFrame | Iterable[Score | dict],
                       "n_unparsed": "int64", "value": "float64"})
     unit_table = _unit_table(out, units)
     sampler = Resampler(unit_table, seed)
-    return Measured(add_intervals(out, sampler)[list(COLUMNS)], unit_table, sampler)
+    return Measured(add_intervals(out, sampler)[list(COLUMNS)], sampler)
 
 
 def _unit_table(rows: pd.DataFrame, units: list[tuple]) -> pd.DataFrame:

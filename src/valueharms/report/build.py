@@ -79,7 +79,7 @@ def load_metrics(source: str | os.PathLike, baseline: str | Sequence[str] = "bac
             sampler = intervals.Resampler(units, seed)
             if "low" not in frame:  # a table from before the intervals
                 frame = intervals.add_intervals(frame, sampler)
-            return metrics_mod.Measured(frame, units, sampler)
+            return metrics_mod.Measured(frame, sampler)
     scores = metrics_mod.load_scores([source])
     return metrics_mod.measure(scores, baseline, resamples=resamples, seed=seed)
 
@@ -205,6 +205,9 @@ def profile_lines(profiles: dict[str, Profile], systems: pd.DataFrame,
     return Figure("profiles", alt, caption + ".", _png(fig))
 
 
+Bounded = tuple[float | None, float | None, float | None]  # a value and its interval's ends
+
+
 def profile_fit(system: str, target: Profile, found: Profile,
                 alignment: pd.DataFrame | None) -> tuple[str, str]:
     """``NMSE x [low, high]`` and ``r y [low, high] (n items)`` of ``system``'s measured
@@ -214,9 +217,8 @@ def profile_fit(system: str, target: Profile, found: Profile,
 
     rows = (alignment[(alignment["system"] == system) & (alignment["target"] == target.name)]
             if alignment is not None and not alignment.empty else pd.DataFrame())
-    Triple = tuple[float | None, float | None, float | None]  # value, low, high
-    nmse: Triple
-    r: Triple
+    nmse: Bounded
+    r: Bounded
     if rows.empty:
         point = compare(found.scores, target.scores)
         nmse, r, items = (point.nmse, None, None), (point.pearson_r, None, None), ""
